@@ -1,0 +1,152 @@
+"""`llm-lifecycle`: run the DAG, run one stage, audit lineage, manage the local stack."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+for _var, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                     "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false"}.items():
+    os.environ.setdefault(_var, _value)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="An end-to-end LLM lifecycle pipeline, one versioned DAG.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local stack: Prefect server + worker, MLflow server.")
+app.add_typer(stack_app, name="stack")
+
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. crawl.max_records=50")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    preset: Annotated[str, typer.Option(help="preset from params.yaml")] = "tiny",
+    set_: Sets = None,
+    stages: Annotated[Optional[list[str]], typer.Option("--stages", help="only these stages")] = None,
+    force: Annotated[bool, typer.Option(help="rerun the selected stages even if unchanged")] = False,
+    push: Annotated[bool, typer.Option(help="dvc push the outputs after a successful run")] = True,
+    wait: Annotated[float, typer.Option(help="seconds to wait for another run on this workspace")] = 0,
+) -> None:
+    """Run the DAG in this process (a temporary Prefect API, no servers needed)."""
+    from flows.pipeline import llm_lifecycle
+    from tasks.params import ParamsError, parse_overrides
+
+    try:
+        outcomes = llm_lifecycle(preset=preset, overrides=parse_overrides(set_ or []), stages=stages,
+                                 force=force, push=push, lock_wait_s=wait)
+    except ParamsError as err:
+        _fail(str(err))
+    for o in outcomes:
+        typer.echo(f"{o['stage']:<12} {o['status']:<8} {o.get('duration_s', '')}")
+
+
+@app.command()
+def stage(name: str, progress: Annotated[bool, typer.Option(help="progress bars")] = True) -> None:
+    """Run one stage in this workspace: the command DVC runs for each stage of dvc.yaml."""
+    from tasks.dag import Workspace
+    from tasks.gates import GateFailed
+    from tasks.params import ParamsError
+    from tasks.stage import EXIT_GATE_FAILED, EXIT_TRANSIENT, execute
+
+    try:
+        metrics = execute(Workspace(), name, progress=progress and sys.stderr.isatty())
+    except GateFailed as err:
+        _fail(f"{err}\nThe output was not published; the next stage will not run.", EXIT_GATE_FAILED)
+    except ParamsError as err:
+        _fail(str(err))
+    except (ConnectionError, TimeoutError) as err:
+        _fail(f"network read failed, a retry may help: {err}", EXIT_TRANSIENT)
+    typer.echo(json.dumps(metrics, sort_keys=True))
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="local paths/globs, s3://, https://, commoncrawl://ID")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+    max_records: Annotated[Optional[int], typer.Option(help="stop after this many HTML records")] = None,
+) -> None:
+    """Ingest WARC files into Parquet shards, outside the DAG."""
+    from components.ingest import CrawlParams, Source, ingest as ingest_warcs
+    from components.storage import staged_dir
+
+    params = CrawlParams(sources=[Source(uri=s) for s in sources], max_records=max_records)
+    with staged_dir(out) as staging:
+        manifest = ingest_warcs(params, staging)
+    typer.echo(f"{manifest['records']} records in {len(manifest['shards'])} shards → {out}; "
+               f"skipped: {json.dumps(manifest['skipped'], sort_keys=True)}")
+
+
+@app.command()
+def params(
+    preset: Annotated[str, typer.Option(help="preset from params.yaml")] = "tiny",
+    set_: Sets = None,
+) -> None:
+    """Validate the parameters and write params.effective.yaml (what `dvc repro` then uses)."""
+    from tasks.dag import Workspace
+    from tasks.params import ParamsError, parse_overrides, resolve, write_effective
+
+    ws = Workspace()
+    try:
+        path = write_effective(ws, resolve(ws, preset, parse_overrides(set_ or [])))
+    except ParamsError as err:
+        _fail(str(err))
+    typer.echo(path.read_text())
+
+
+@app.command()
+def lineage(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """The upstream chain of an MLflow run: stages, their inputs and outputs, back to the raw sources."""
+    from tasks import lineage as lin
+    from tasks.dag import Workspace
+    from tasks.tracking import default_tracking_uri
+    import mlflow
+
+    mlflow.set_tracking_uri(default_tracking_uri(Workspace().root))
+    tree = lin.trace(run_id)
+    typer.echo(json.dumps(tree, indent=2) if as_json else lin.render(tree))
+
+
+@stack_app.command("up")
+def stack_up(s3: Annotated[bool, typer.Option("--s3", help="add a loopback S3 server for DVC and MLflow")] = False) -> None:
+    """Start Prefect server, worker and MLflow server on 127.0.0.1 and register the deployments."""
+    from infra import stack
+
+    typer.echo(stack.up(s3=s3))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """URLs and health of the stack's services."""
+    from infra import stack
+
+    report, healthy = stack.status()
+    typer.echo(report)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop exactly what `stack up` started."""
+    from infra import stack
+
+    typer.echo(stack.down())
+
+
+@stack_app.command("env")
+def stack_env() -> None:
+    """Shell exports that point the prefect and mlflow CLIs at the stack: eval "$(llm-lifecycle stack env)"."""
+    from infra import stack
+
+    typer.echo("\n".join(f"export {k}={v}" for k, v in stack.client_env().items()))
+
+
+if __name__ == "__main__":
+    app()

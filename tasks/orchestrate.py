@@ -1,0 +1,219 @@
+"""The Prefect face of the DAG: one task per DVC stage, the workspace lock, the run summary.
+
+DVC decides whether a stage must run (its code, params or inputs changed) and runs it
+(`dvc repro --single-item`), so dvc.lock stays the record of what every output was built from.
+Prefect shows each decision: a stage DVC skips finishes in a `Skipped` state with the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed
+
+from tasks import tracking
+from tasks.dag import StageError, Workspace
+from tasks.params import digest, resolve, write_effective
+from tasks.stage import EXIT_TRANSIENT
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, exit_code: int | None, output: str):
+        self.stage, self.exit_code = stage, exit_code
+        super().__init__(f"stage {stage!r} failed (exit code {exit_code}):\n{output}")
+
+
+class WorkspaceBusy(RuntimeError):
+    pass
+
+
+@dataclass
+class Session:
+    """One pipeline run over one workspace: the lock, the effective params, the parent MLflow run."""
+
+    ws: Workspace
+    params: dict
+    run_id: str
+    outcomes: list[dict] = field(default_factory=list)
+
+    def plan(self, stages: list[str] | None) -> list[str]:
+        names = [s.name for s in self.ws.stages]
+        for name in stages or []:
+            self.ws.stage(name)  # unknown names fail here, before anything runs
+        return [n for n in names if not stages or n in stages]
+
+
+def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wait_s: float) -> tuple[Session, FileLock]:
+    lock = _acquire(ws, lock_wait_s)
+    try:
+        params = resolve(ws, preset, overrides)
+        write_effective(ws, params)
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.default_tracking_uri(ws.root))
+        run_id = tracking.start_run(ws.root, f"pipeline {params['preset']}", {
+            "kind": "pipeline", "preset": params["preset"], "overrides": json.dumps(overrides, sort_keys=True),
+            "params_digest": digest(params), **_prefect_tags(),
+        })
+    except BaseException:
+        lock.release()
+        raise
+    return Session(ws, params, run_id), lock
+
+
+def _acquire(ws: Workspace, wait_s: float) -> FileLock:
+    ws.state_dir.mkdir(exist_ok=True)
+    holder = ws.state_dir / "pipeline.lock.holder"
+    lock = FileLock(ws.state_dir / "pipeline.lock")
+    try:
+        lock.acquire(timeout=wait_s)
+    except Timeout:
+        who = holder.read_text().strip() if holder.exists() else "unknown"
+        raise WorkspaceBusy(
+            f"another pipeline run holds the workspace lock {lock.lock_file} ({who}); "
+            f"wait for it to finish, or pass lock_wait_s / --wait SECONDS to queue behind it"
+        ) from None
+    holder.write_text(f"pid {os.getpid()}, flow run {flow_run.id}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
+    return lock
+
+
+def _prefect_tags() -> dict[str, str]:
+    url = flow_run.ui_url or ""
+    return {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_url": url if url.startswith("http") else ""}
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry only what a retry can fix: a failed network read, not bad data or a bug."""
+    try:
+        state.result()
+    except StageFailed as failed:
+        return failed.exit_code == EXIT_TRANSIENT
+    return False
+
+
+@task(task_run_name="{name}", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
+def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
+    """Run one DVC stage if DVC says it changed (or when forced), tracked as a nested MLflow run."""
+    ws, log = Workspace(), get_run_logger()
+    reason = "forced" if force else ws.changes(name)
+    if reason is None:
+        message = "unchanged: code, params and inputs match dvc.lock"
+        log.info("%s: %s", name, message)
+        return Completed(name="Skipped", message=message, data={"stage": name, "status": "skipped", "reason": message})
+    log.info("%s: running (%s)", name, reason)
+    section = ws.module(name).SECTION
+    run_id = tracking.start_run(ws.root, name, {
+        "kind": "stage", "stage": name, "reason": reason[:5000],
+        "params_digest": digest(params[section]), **_prefect_tags(),
+    }, parent_id=parent_run_id)
+    started = time.monotonic()
+    try:
+        _dvc_repro(ws, name, force, run_id, log)
+    except BaseException:
+        tracking.end_run(run_id, ok=False)
+        raise
+    tracking.record_lineage(run_id, ws.lock_entry(name), {section: params[section]}, _raw_sources(ws, name))
+    tracking.end_run(run_id, ok=True)
+    metrics_file = ws.root / "reports" / name / "metrics.json"
+    return {
+        "stage": name, "status": "ran", "reason": reason, "duration_s": round(time.monotonic() - started, 1),
+        "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() else {},
+        "run_id": run_id, "run_url": tracking.run_url(run_id),
+    }
+
+
+def _raw_sources(ws: Workspace, name: str) -> list[str]:
+    """The raw files a stage read from outside the workspace, as its manifest lists them."""
+    manifest = ws.root / "reports" / name / "manifest.json"
+    if not manifest.exists():
+        return []
+    sources = json.loads(manifest.read_text()).get("sources", [])
+    return [f["url"] for s in sources for f in s.get("files", [])]
+
+
+def _dvc_repro(ws: Workspace, name: str, force: bool, run_id: str, log) -> None:
+    import mlflow
+
+    env = os.environ | {tracking.RUN_ID_ENV: run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    cmd = ["dvc", "repro", "--single-item", *(["--force"] if force else []), name]
+    proc = subprocess.Popen(cmd, cwd=ws.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: deque[str] = deque(maxlen=60)
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line and "\r" not in line:  # progress bars redraw with \r: keep them out of the log
+            log.info("%s | %s", name, line)
+        tail.append(line.split("\r")[-1])
+    if proc.wait() != 0:
+        output = "\n".join(tail)
+        exit_code = re.search(r"exited with (\d+)", output)
+        raise StageFailed(name, int(exit_code.group(1)) if exit_code else proc.returncode, output)
+
+
+REMOTE_ENV = "LLM_LIFECYCLE_DVC_REMOTE"
+
+
+def ensure_remote(ws: Workspace) -> str:
+    """The default DVC remote; if none is configured, a local folder shared by every clone on this machine
+    (content-addressed, so sharing is safe), set in .dvc/config.local."""
+    with ws.dvc() as repo:
+        name = repo.config["core"].get("remote")
+    if name:
+        return name
+    folder = os.environ.get(REMOTE_ENV) or str(Path.home() / ".cache" / "llm-lifecycle" / "dvc-remote")
+    subprocess.run(["dvc", "remote", "add", "--local", "--default", "--force", "local", folder],
+                   cwd=ws.root, check=True, capture_output=True)
+    return "local"
+
+
+def push_outputs(ws: Workspace) -> str:
+    """Push the DVC-tracked outputs to the default remote, so another clone can `dvc pull` them."""
+    ensure_remote(ws)
+    out = subprocess.run(["dvc", "push"], cwd=ws.root, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise StageError(f"dvc push failed:\n{out.stdout}{out.stderr}")
+    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "pushed"
+
+
+def publish_summary(session: Session, failed: BaseException | None) -> str:
+    """A markdown table, per stage: status, duration, key metrics, MLflow link; in Prefect and MLflow."""
+    rows = ["| stage | status | duration | key metrics | MLflow |", "|---|---|---|---|---|"]
+    for o in session.outcomes:
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(o.get("metrics", {}).items())[:6])
+        link = f"[run]({o['run_url']})" if o.get("run_url") else o.get("run_id", "")
+        duration = f"{o['duration_s']} s" if "duration_s" in o else ""
+        rows.append(f"| {o['stage']} | {o['status']} | {duration} | {metrics} | {link} |")
+    head = f"# llm-lifecycle run — preset `{session.params['preset']}`\n\n"
+    parent = tracking.run_url(session.run_id) or session.run_id
+    text = head + "\n".join(rows) + f"\n\nMLflow pipeline run: {parent}\n"
+    if failed:
+        text += f"\n**Failed:**\n\n```\n{str(failed)[-3000:]}\n```\n"
+    create_markdown_artifact(text, key="pipeline-summary", description="stages of this pipeline run")
+    tracking.client().log_text(session.run_id, text, "summary.md")
+    return text
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def close_session(session: Session, lock: FileLock, failed: BaseException | None) -> None:
+    try:
+        publish_summary(session, failed)
+        tracking.end_run(session.run_id, ok=failed is None)
+    finally:
+        lock.release()
+
+
+def failed_outcome(name: str, error: BaseException) -> dict:
+    return {"stage": name, "status": "failed", "error": str(error)[-500:]}

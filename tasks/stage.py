@@ -1,0 +1,70 @@
+"""Running one stage: the body of `llm-lifecycle stage NAME`, which is each stage's command in dvc.yaml.
+
+The stage writes into a staging folder; its output is validated by the stage's Great Expectations suite
+and published only if the suite passes. The exit code tells the orchestrator whether a retry can help.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from components.storage import staged_dir
+from tasks import gates, tracking
+from tasks.dag import StageError, StageSpec, Workspace
+from tasks.params import load_effective
+
+EXIT_GATE_FAILED = 65  # EX_DATAERR: the data is wrong; a retry cannot help
+EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a network read failed; a retry may help
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage body gets: its parameters, its inputs, and where to write."""
+
+    spec: StageSpec
+    params: BaseModel
+    inputs: dict[str, Path]  # upstream stage → its published data folder
+    out_dir: Path  # staging folder that becomes data/<stage> once the gate passes
+    report_dir: Path  # reports/<stage>: small files for people and MLflow
+
+
+def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]:
+    """Run stage `name` in the workspace; return its metrics."""
+    spec, module = ws.stage(name), ws.module(name)
+    params = load_effective(ws, module.SECTION)
+    inputs = {up: ws.root / path for up, path in spec.inputs().items()}
+    missing = [str(p.relative_to(ws.root)) for p in inputs.values() if not p.exists()]
+    if missing:
+        raise StageError(
+            f"stage {name!r} reads {', '.join(missing)}, which does not exist: run its upstream stage "
+            f"first (`llm-lifecycle run --stages {' '.join(spec.upstream)}`) or fetch it with `dvc pull`"
+        )
+    report_dir = ws.root / "reports" / name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    run = tracking.current_stage_run()
+    started = time.monotonic()
+    with staged_dir(ws.root / spec.data_out) as out_dir:
+        ctx = StageContext(spec, params, inputs, out_dir, report_dir)
+        metrics = dict(module.run(ctx, progress=progress))
+        try:
+            result = gates.validate(module.SUITE, out_dir)
+        except gates.GateFailed as failed:
+            _write_json(report_dir / "validation.json", failed.result)
+            run.log_reports(report_dir)
+            raise
+        _write_json(report_dir / "validation.json", result)
+        metrics["duration_s"] = round(time.monotonic() - started, 3)
+        _write_json(report_dir / "metrics.json", metrics)
+        run.log_metrics(metrics)
+        run.log_reports(report_dir)
+    return metrics
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)

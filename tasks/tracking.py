@@ -1,0 +1,129 @@
+"""MLflow tracking and lineage.
+
+One parent run per pipeline run, one nested run per stage that ran. The orchestrator opens and closes
+the runs; the stage process (started by DVC) logs its metrics and reports into the run whose id it gets
+in MLFLOW_RUN_ID. Lineage is tags: each stage run records the DVC md5 of every input and output, so the
+run that produced an input is the one whose output tag carries the same md5.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+EXPERIMENT = "llm-lifecycle"
+RUN_ID_ENV = "MLFLOW_RUN_ID"
+TAG = "llm."  # prefix of our tags: llm.stage, llm.input.<path>, llm.output.<path>, ...
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def default_tracking_uri(root: Path) -> str:
+    """Embedded default: a SQLite file in the workspace (the stack sets MLFLOW_TRACKING_URI to its server)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / '.llm-lifecycle' / 'mlflow.db'}"
+
+
+def experiment_id(root: Path) -> str:
+    c = client()
+    found = c.get_experiment_by_name(EXPERIMENT)
+    if found:
+        return found.experiment_id
+    artifacts = None if _is_server() else (root / ".llm-lifecycle" / "mlartifacts").as_uri()
+    return c.create_experiment(EXPERIMENT, artifact_location=artifacts)
+
+
+def _is_server() -> bool:
+    import mlflow
+
+    return mlflow.get_tracking_uri().startswith("http")
+
+
+def run_url(run_id: str) -> str | None:
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("http"):
+        return None
+    run = client().get_run(run_id)
+    return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def start_run(root: Path, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+    tags = {f"{TAG}{k}": str(v) for k, v in tags.items()} | {"mlflow.source.git.commit": git_commit(root)}
+    if parent_id:
+        tags["mlflow.parentRunId"] = parent_id
+    return client().create_run(experiment_id(root), run_name=name, tags=tags).info.run_id
+
+
+def end_run(run_id: str, ok: bool) -> None:
+    client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def record_lineage(run_id: str, lock_entry: dict, params: dict, raw_sources: list[str]) -> None:
+    """Tag the stage run with the DVC md5 of each input and output (and the raw files it read, if any),
+    and log its data inputs as MLflow datasets whose digest is the DVC md5."""
+    from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    c = client()
+    tags, datasets = {}, []
+    for dep in lock_entry.get("deps", []):
+        tags[f"{TAG}input.{dep['path']}"] = dep.get("md5", "")
+        if dep["path"].startswith("data/"):
+            ds = MetaDataset(LocalArtifactDatasetSource(dep["path"]), name=dep["path"], digest=dep["md5"])
+            datasets.append(DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "input")]))
+    for out in lock_entry.get("outs", []):
+        tags[f"{TAG}output.{out['path']}"] = out.get("md5", "")
+    if raw_sources:
+        tags[f"{TAG}raw_sources"] = json.dumps(raw_sources)[:7000]
+    for key, value in tags.items():
+        c.set_tag(run_id, key, value)
+    for section, values in params.items():
+        for key, value in _flatten(values, section):
+            c.log_param(run_id, key, str(value)[:6000])
+    if datasets:
+        c.log_inputs(run_id, datasets)
+
+
+def _flatten(values, prefix: str):
+    if isinstance(values, dict):
+        for key, value in values.items():
+            yield from _flatten(value, f"{prefix}.{key}")
+    else:
+        yield prefix, values
+
+
+class _StageRun:
+    """The stage process's handle on its MLflow run (a no-op when not orchestrated)."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        if self.run_id:
+            for key, value in metrics.items():
+                client().log_metric(self.run_id, key, float(value))
+
+    def log_reports(self, folder: Path) -> None:
+        if self.run_id:
+            client().log_artifacts(self.run_id, str(folder), artifact_path="reports")
+
+
+def current_stage_run() -> _StageRun:
+    return _StageRun(os.environ.get(RUN_ID_ENV))
