@@ -123,7 +123,7 @@ def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
     except BaseException:
         tracking.end_run(run_id, ok=False)
         raise
-    tracking.record_lineage(run_id, ws.lock_entry(name), {section: params[section]}, _raw_sources(ws, name))
+    tracking.record_lineage(ws.root, run_id, ws.lock_entry(name), {section: params[section]}, _raw_sources(ws, name))
     tracking.end_run(run_id, ok=True)
     metrics_file = ws.root / "reports" / name / "metrics.json"
     return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 EXPERIMENT = "llm-lifecycle"
@@ -74,10 +75,9 @@ def end_run(run_id: str, ok: bool) -> None:
     client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
-def record_lineage(run_id: str, lock_entry: dict, params: dict, raw_sources: list[str]) -> None:
+def record_lineage(root: Path, run_id: str, lock_entry: dict, params: dict, raw_sources: list[str]) -> None:
     """Tag the stage run with the DVC md5 of each input and output (and the raw files it read, if any),
     and log its data inputs as MLflow datasets whose digest is the DVC md5."""
-    from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
@@ -86,7 +86,7 @@ def record_lineage(run_id: str, lock_entry: dict, params: dict, raw_sources: lis
     for dep in lock_entry.get("deps", []):
         tags[f"{TAG}input.{dep['path']}"] = dep.get("md5", "")
         if dep["path"].startswith("data/"):
-            ds = MetaDataset(LocalArtifactDatasetSource(dep["path"]), name=dep["path"], digest=dep["md5"])
+            ds = MetaDataset(_local_source(root / dep["path"]), name=dep["path"], digest=dep["md5"])
             datasets.append(DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "input")]))
     for out in lock_entry.get("outs", []):
         tags[f"{TAG}output.{out['path']}"] = out.get("md5", "")
@@ -99,6 +99,14 @@ def record_lineage(run_id: str, lock_entry: dict, params: dict, raw_sources: lis
             c.log_param(run_id, key, str(value)[:6000])
     if datasets:
         c.log_inputs(run_id, datasets)
+
+
+def _local_source(path: Path):
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():  # a local path matches two registered source types; either is right
+        warnings.simplefilter("ignore")
+        return resolve_dataset_source(str(path))
 
 
 def _flatten(values, prefix: str):

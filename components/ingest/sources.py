@@ -1,11 +1,19 @@
 """Expand source URIs into concrete file URLs, and open those as sequential byte streams.
 
-Local paths and globs, `s3://` keys and globs (s3fs), single `https://` files and
-`commoncrawl://CRAWL-ID` all go through fsspec. Remote files are streamed, never downloaded whole.
+Local paths and globs, `s3://` keys and globs (s3fs through fsspec), single `https://` files and
+`commoncrawl://CRAWL-ID`. Remote files are streamed, never downloaded whole.
+
+HTTP uses urllib rather than fsspec's aiohttp filesystem: aiohttp's default 5-minute total timeout would
+cut a slow 1 GB Common Crawl download, and fsspec reports every failed open (refused, 500, 404) as
+FileNotFoundError, which would turn a retryable outage into "source not found".
 """
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -17,6 +25,8 @@ from components.ingest.params import CrawlParams, S3Options, Source
 COMMONCRAWL_URL_ENV = "LLM_LIFECYCLE_COMMONCRAWL_URL"
 COMMONCRAWL_URL = "https://data.commoncrawl.org"
 S3_BLOCK_BYTES = 8 << 20  # s3fs reads ahead one block per range request; its 50 MiB default is wasteful here
+HTTP_TIMEOUT_S = 60  # per socket operation, not for the whole transfer
+USER_AGENT = "llm-lifecycle-ingest (+https://commoncrawl.org/terms-of-use)"
 
 
 class SourceNotFound(Exception):
@@ -24,7 +34,7 @@ class SourceNotFound(Exception):
 
 
 class SourceReadError(ConnectionError):
-    """A remote read failed with a non-OSError (e.g. aiohttp's payload errors); retrying may help."""
+    """A remote read failed with a non-OSError (e.g. http.client.IncompleteRead); retrying may help."""
 
 
 def expand_source(source: Source, params: CrawlParams) -> list[str]:
@@ -49,12 +59,13 @@ def _commoncrawl_urls(crawl: str, n_files: int) -> list[str]:
     base = os.environ.get(COMMONCRAWL_URL_ENV, COMMONCRAWL_URL).rstrip("/")
     listing = f"{base}/crawl-data/{crawl}/warc.paths.gz"
     try:
-        # Streamed and cut short: a crawl lists ~100k files and only the first few are wanted.
-        with fsspec.open(listing, "rt", compression="gzip", block_size=0) as lines:
-            paths = [line.strip() for line in islice(lines, n_files)]
-    except FileNotFoundError as error:
-        raise SourceNotFound(f"{listing} not found: check the crawl id in 'commoncrawl://{crawl}' "
+        response = _open_http(listing)
+    except SourceNotFound as error:
+        raise SourceNotFound(f"{error}: check the crawl id in 'commoncrawl://{crawl}' "
                              f"(e.g. CC-MAIN-2024-22) and {COMMONCRAWL_URL_ENV}") from error
+    # Streamed and cut short: a crawl lists ~100k files and only the first few are wanted.
+    with response, io.TextIOWrapper(gzip.GzipFile(fileobj=response), "utf-8") as lines:
+        paths = [line.strip() for line in islice(lines, n_files)]
     if not paths:
         raise SourceNotFound(f"{listing} lists no WARC files")
     return [f"{base}/{path}" for path in paths]
@@ -76,19 +87,22 @@ class SourceStream:
         self._raw = raw
         self.url = url
         self.error: Exception | None = None
+        self._position = 0  # fastwarc asks tell(), which HTTP responses cannot answer
 
     def read(self, size: int = -1) -> bytes:
         try:
-            return self._raw.read(size)
+            data = self._raw.read(size)
         except OSError as error:
             self.error = error
             raise
-        except Exception as error:
+        except Exception as error:  # e.g. http.client.IncompleteRead, botocore errors
             self.error = SourceReadError(f"reading {self.url}: {type(error).__name__}: {error}")
             raise self.error from error
+        self._position += len(data)
+        return data
 
     def tell(self) -> int:
-        return self._raw.tell()
+        return self._position
 
     def close(self) -> None:
         self._raw.close()
@@ -97,14 +111,16 @@ class SourceStream:
 @contextmanager
 def open_source(url: str, s3: S3Options) -> Iterator[SourceStream]:
     """Open one file URL for sequential reading; closing it stops any remote transfer."""
-    try:
-        raw = _open_raw(url, s3)
-    except FileNotFoundError as error:
-        raise SourceNotFound(f"{url} not found") from error
-    except OSError:
-        raise
-    except Exception as error:  # e.g. aiohttp.ClientResponseError for an HTTP 5xx
-        raise SourceReadError(f"opening {url}: {type(error).__name__}: {error}") from error
+    if url.startswith(("http://", "https://")):
+        raw = _open_http(url)
+    elif url.startswith("s3://"):
+        fs, path = fsspec.core.url_to_fs(url, **_storage_options(url, s3))
+        try:
+            raw = fs.open(path, "rb", block_size=S3_BLOCK_BYTES)
+        except FileNotFoundError as error:
+            raise SourceNotFound(f"{url} not found") from error
+    else:
+        raw = open(url, "rb")
     stream = SourceStream(raw, url)
     try:
         yield stream
@@ -112,9 +128,12 @@ def open_source(url: str, s3: S3Options) -> Iterator[SourceStream]:
         stream.close()
 
 
-def _open_raw(url: str, s3: S3Options):
-    if url.startswith(("http://", "https://")):
-        return fsspec.open(url, "rb", block_size=0).open()  # block_size=0: one streamed GET, no range requests
-    if url.startswith("s3://"):
-        return fsspec.open(url, "rb", block_size=S3_BLOCK_BYTES, **_storage_options(url, s3)).open()
-    return open(url, "rb")
+def _open_http(url: str):
+    """A streaming HTTP response. Missing files raise SourceNotFound; other failures are OSErrors (retryable)."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)
+    except urllib.error.HTTPError as error:
+        if error.code in (404, 410):
+            raise SourceNotFound(f"{url} not found (HTTP {error.code})") from error
+        raise

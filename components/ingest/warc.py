@@ -23,6 +23,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 from components.ingest.params import CrawlParams
 from components.ingest.sources import SourceStream
 
+MANDATORY_HEADERS = ("WARC-Record-ID", "Content-Length")  # in every WARC version, 0.18 included
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 MAX_REPLACEMENT_RATIO = 0.1  # more U+FFFD than this and the text is noise, not a page
 META_SNIFF_BYTES = 2048
@@ -53,10 +54,13 @@ def read_warc(stream: SourceStream, params: CrawlParams) -> Iterator[dict | Skip
             raise stream.error from error
         reason = "truncated" if records_seen else "unreadable_file"
         yield Skip(reason, f"{type(error).__name__}: {error}")
+        return
+    if not records_seen:  # quirks mode resynchronises on "WARC/" lines, so a non-WARC file yields nothing
+        yield Skip("unreadable_file", "no WARC record found")
 
 
 def _row_or_skip(record: WarcRecord, source: str, params: CrawlParams) -> dict | Skip:
-    if "Content-Length" not in record.headers:  # mandatory; absent only when the file ends inside a header
+    if not all(name in record.headers for name in MANDATORY_HEADERS):  # the file ended inside a header block
         return Skip("truncated")
     if record.record_type != WarcRecordType.response:
         if _is_short(record):
