@@ -16,9 +16,9 @@ __all__ = ["CrawlParams", "Source", "SourceNotFound", "ingest"]
 
 
 def ingest(params: CrawlParams, out_dir: Path, *, progress: bool = True) -> dict:
-    """Read every source, keep HTTP-200 HTML responses, write Parquet shards + manifest.json into out_dir; return the manifest.
+    """Read every source, keep HTTP-200 HTML responses, write Parquet shards + manifest.json into out_dir.
 
-    Raises SourceNotFound when a source matches no file, and OSError (ConnectionError for
+    Returns the manifest. Raises SourceNotFound when a source matches no file, and OSError (ConnectionError for
     remote reads) when reading fails; bad bytes in a file are counted in the manifest instead.
     """
     out_dir = Path(out_dir)

@@ -136,9 +136,14 @@ def _decoded_or_raw(raw: bytes, decode) -> bytes:
 
 
 def _inflate(raw: bytes, max_length: int) -> bytes:
-    # wbits 47 accepts gzip and zlib headers; bare deflate streams (some servers' "deflate") need -15.
-    wbits = 47 if raw[:1] in (b"\x1f", b"\x78") else -15
-    return zlib.decompressobj(wbits).decompress(raw, max_length)
+    if raw[:2] == b"\x1f\x8b" or raw[:1] == b"\x78":  # gzip or zlib header
+        # No end-of-stream check: a capture cut at the crawler's size limit still starts the page.
+        return zlib.decompressobj(wbits=47).decompress(raw, max_length)
+    inflater = zlib.decompressobj(wbits=-15)  # a bare deflate stream, as some servers send "deflate"
+    inflated = inflater.decompress(raw, max_length)
+    if not inflater.eof and len(inflated) < max_length:  # headerless bytes are trusted only if they end cleanly
+        raise zlib.error("not a deflate stream")
+    return inflated
 
 
 def decode_html(payload: bytes, http_charset: str | None) -> tuple[str, str] | None:

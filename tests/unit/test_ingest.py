@@ -9,6 +9,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import threading
 from pathlib import Path
 
@@ -77,8 +78,8 @@ def test_shards_match_the_manifest(tmp_path):
 
 
 def test_max_records_stops_reading(tmp_path):
-    manifest = run(tmp_path, str(CRAWL / "dolma-sample-0000.warc.gz"), str(CRAWL / "resiliparse-warcfile.warc.gz"),
-                   max_records=7, shard_records=5)
+    files = [str(CRAWL / "dolma-sample-0000.warc.gz"), str(CRAWL / "resiliparse-warcfile.warc.gz")]
+    manifest = run(tmp_path, *files, max_records=7, shard_records=5)
     assert manifest["records"] == 7
     assert [shard["records"] for shard in manifest["shards"]] == [5, 2]
     first, second = manifest["sources"]
@@ -92,15 +93,15 @@ def test_clueweb_japanese_and_declared_charsets(tmp_path):
         ("http://b.example/", "text/html", '<meta charset="shift_jis"><p>日本語のページです</p>'.encode("shift_jis")),
     ]
     write_warc(tmp_path / "made.warc.gz", pages)
-    manifest = run(tmp_path, str(tmp_path / "made.warc.gz"), str(CRAWL / "resiliparse-clueweb-quirk.warc.gz"),
-                   min_html_bytes=0)
+    clueweb = str(CRAWL / "resiliparse-clueweb-quirk.warc.gz")
+    manifest = run(tmp_path, str(tmp_path / "made.warc.gz"), clueweb, min_html_bytes=0)
     rows = read_rows(tmp_path / "out").to_pylist()
     assert manifest["records"] == len(rows) == 31
     assert rows[0]["html"] == "<p>café “naïve” – déjà vu</p>" and rows[0]["charset"] == "cp1252"
     assert "日本語のページです" in rows[1]["html"] and rows[1]["charset"] == "cp932"
-    clueweb = rows[2:]
-    assert all(re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", row["html"]) for row in clueweb)
-    assert all(row["charset"] == "euc_jp" and row["fetch_time"] is not None for row in clueweb)
+    japanese = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+    assert all(japanese.search(row["html"]) and row["charset"] == "euc_jp" for row in rows[2:])
+    assert all(row["fetch_time"] is not None for row in rows[2:])  # from the HTTP Date: ClueWeb's WARC-Date is bad
 
 
 def test_computed_payload_digest_matches_common_crawl(tmp_path):
@@ -140,6 +141,8 @@ def test_s3_glob(tmp_path, monkeypatch):
         for name in ("whirlwind-whirlwind.warc.gz", "warcio-example.warc.gz", "whirlwind-whirlwind.warc.wet.gz"):
             s3.upload_file(str(CRAWL / name), "crawl", f"warc/{name}")
         manifest = run(tmp_path, "s3://crawl/warc/*.warc.gz", s3=S3Options(endpoint_url=endpoint))
+        with pytest.raises(SourceNotFound):
+            run(tmp_path / "none", "s3://crawl/other/*.warc.gz", s3=S3Options(endpoint_url=endpoint))
     finally:
         server.stop()
     urls = [file["url"] for file in manifest["sources"][0]["files"]]
@@ -165,15 +168,16 @@ def test_commoncrawl_and_https_sources(tmp_path, http_root, monkeypatch):
     monkeypatch.setenv("LLM_LIFECYCLE_COMMONCRAWL_URL", base)
     crawl = root / "crawl-data" / "CC-MAIN-TEST"
     crawl.mkdir(parents=True)
-    for name in ("resiliparse-warcfile.warc.gz", "dolma-sample-0000.warc.gz"):
+    names = ["resiliparse-warcfile.warc.gz", "dolma-sample-0000.warc.gz"]
+    for name in names:
         shutil.copy(CRAWL / name, crawl / name)
-    paths = "".join(f"crawl-data/CC-MAIN-TEST/{name}\n" for name in ("resiliparse-warcfile.warc.gz", "dolma-sample-0000.warc.gz"))
-    (crawl / "warc.paths.gz").write_bytes(gzip.compress(paths.encode()))
+    listing = "".join(f"crawl-data/CC-MAIN-TEST/{name}\n" for name in names)
+    (crawl / "warc.paths.gz").write_bytes(gzip.compress(listing.encode()))
 
-    manifest = run(tmp_path, "commoncrawl://CC-MAIN-TEST", f"{base}/crawl-data/CC-MAIN-TEST/dolma-sample-0000.warc.gz",
-                   commoncrawl_files=1)
+    single_url = f"{base}/crawl-data/CC-MAIN-TEST/dolma-sample-0000.warc.gz"
+    manifest = run(tmp_path, "commoncrawl://CC-MAIN-TEST", single_url, commoncrawl_files=1)
     commoncrawl, single = manifest["sources"]
-    assert [file["url"] for file in commoncrawl["files"]] == [f"{base}/crawl-data/CC-MAIN-TEST/resiliparse-warcfile.warc.gz"]
+    assert [file["url"] for file in commoncrawl["files"]] == [f"{base}/crawl-data/CC-MAIN-TEST/{names[0]}"]
     assert [file["kept"] for file in commoncrawl["files"] + single["files"]] == [16, 22]
 
     with pytest.raises(SourceNotFound, match="CC-MAIN-NOPE"):
@@ -183,8 +187,11 @@ def test_commoncrawl_and_https_sources(tmp_path, http_root, monkeypatch):
 
 
 def test_unreachable_server_raises_a_retryable_error(tmp_path):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     with pytest.raises(OSError):
-        run(tmp_path, "http://127.0.0.1:9/unreachable.warc.gz")
+        run(tmp_path, f"http://127.0.0.1:{port}/unreachable.warc.gz")
 
 
 def write_warc(path: Path, pages: list[tuple[str, str, bytes]]) -> None:
@@ -192,4 +199,5 @@ def write_warc(path: Path, pages: list[tuple[str, str, bytes]]) -> None:
         writer = WARCWriter(file, gzip=True)
         for url, content_type, body in pages:
             headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers))
+            record = writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers)
+            writer.write_record(record)
