@@ -36,14 +36,18 @@ def run(
     wait: Annotated[float, typer.Option(help="seconds to wait for another run on this workspace")] = 0,
 ) -> None:
     """Run the DAG in this process (a temporary Prefect API, no servers needed)."""
-    from flows.pipeline import llm_lifecycle
-    from tasks.params import ParamsError, parse_overrides
+    from tasks.dag import Workspace
+    from tasks.params import ParamsError, parse_overrides, resolve
 
     try:
-        outcomes = llm_lifecycle(preset=preset, overrides=parse_overrides(set_ or []), stages=stages,
-                                 force=force, push=push, lock_wait_s=wait)
+        overrides = parse_overrides(set_ or [])
+        resolve(Workspace(), preset, overrides)  # fail fast, before a Prefect API is even started
     except ParamsError as err:
         _fail(str(err))
+    from flows.pipeline import llm_lifecycle
+
+    outcomes = llm_lifecycle(preset=preset, overrides=overrides, stages=stages, force=force, push=push,
+                             lock_wait_s=wait)
     for o in outcomes:
         typer.echo(f"{o['stage']:<12} {o['status']:<8} {o.get('duration_s', '')}")
 

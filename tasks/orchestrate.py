@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from tasks import tracking
 from tasks.dag import StageError, Workspace
 from tasks.params import digest, resolve, write_effective
 from tasks.stage import EXIT_TRANSIENT
+
+
+BIN = os.path.dirname(sys.executable)  # this environment's dvc and llm-lifecycle
 
 
 class StageFailed(RuntimeError):
@@ -145,8 +149,9 @@ def _raw_sources(ws: Workspace, name: str) -> list[str]:
 def _dvc_repro(ws: Workspace, name: str, force: bool, run_id: str, log) -> None:
     import mlflow
 
-    env = os.environ | {tracking.RUN_ID_ENV: run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
-    cmd = ["dvc", "repro", "--single-item", *(["--force"] if force else []), name]
+    env = os.environ | {tracking.RUN_ID_ENV: run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+                        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # dvc runs `llm-lifecycle stage`
+    cmd = [f"{BIN}/dvc", "repro", "--single-item", *(["--force"] if force else []), name]
     proc = subprocess.Popen(cmd, cwd=ws.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: deque[str] = deque(maxlen=60)
     for line in proc.stdout:
@@ -171,7 +176,7 @@ def ensure_remote(ws: Workspace) -> str:
     if name:
         return name
     folder = os.environ.get(REMOTE_ENV) or str(Path.home() / ".cache" / "llm-lifecycle" / "dvc-remote")
-    subprocess.run(["dvc", "remote", "add", "--local", "--default", "--force", "local", folder],
+    subprocess.run([f"{BIN}/dvc", "remote", "add", "--local", "--default", "--force", "local", folder],
                    cwd=ws.root, check=True, capture_output=True)
     return "local"
 
@@ -179,7 +184,7 @@ def ensure_remote(ws: Workspace) -> str:
 def push_outputs(ws: Workspace) -> str:
     """Push the DVC-tracked outputs to the default remote, so another clone can `dvc pull` them."""
     ensure_remote(ws)
-    out = subprocess.run(["dvc", "push"], cwd=ws.root, capture_output=True, text=True)
+    out = subprocess.run([f"{BIN}/dvc", "push"], cwd=ws.root, capture_output=True, text=True)
     if out.returncode != 0:
         raise StageError(f"dvc push failed:\n{out.stdout}{out.stderr}")
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "pushed"
@@ -192,7 +197,8 @@ def publish_summary(session: Session, failed: BaseException | None) -> str:
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(o.get("metrics", {}).items())[:6])
         link = f"[run]({o['run_url']})" if o.get("run_url") else o.get("run_id", "")
         duration = f"{o['duration_s']} s" if "duration_s" in o else ""
-        rows.append(f"| {o['stage']} | {o['status']} | {duration} | {metrics} | {link} |")
+        status = f"{o['status']}: {o['reason'][:120]}" if o.get("reason") else o["status"]
+        rows.append(f"| {o['stage']} | {status} | {duration} | {metrics} | {link} |")
     head = f"# llm-lifecycle run — preset `{session.params['preset']}`\n\n"
     parent = tracking.run_url(session.run_id) or session.run_id
     text = head + "\n".join(rows) + f"\n\nMLflow pipeline run: {parent}\n"

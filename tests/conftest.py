@@ -1,0 +1,54 @@
+"""Fixtures shared by the tests: the shared data folder and throw-away workspaces."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+for _var, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                     "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false"}.items():
+    os.environ.setdefault(_var, _value)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+    if not (path / "crawl").is_dir():
+        pytest.skip(f"shared data not found at {path} (set LLM_LIFECYCLE_DATA_DIR)")
+    return path
+
+
+def make_workspace(target: Path) -> Path:
+    """A fresh checkout of the project's tracked files in `target`, as its own git repository."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file() and name != "dvc.lock":  # a fresh workspace has built nothing yet
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
+    subprocess.run([*git, "commit", "-qm", "workspace"], cwd=target, check=True)
+    return target
+
+
+@pytest.fixture
+def workspace_env(monkeypatch, data_dir, tmp_path_factory):
+    """Point llm-lifecycle at a fresh workspace with embedded MLflow and a local DVC remote."""
+
+    def activate(ws: Path) -> Path:
+        state = tmp_path_factory.mktemp("state")
+        monkeypatch.setenv("LLM_LIFECYCLE_WORKSPACE", str(ws))
+        monkeypatch.setenv("LLM_LIFECYCLE_DATA_DIR", str(data_dir))
+        monkeypatch.setenv("LLM_LIFECYCLE_DVC_REMOTE", str(state / "dvc-remote"))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{state / 'mlflow.db'}")
+        monkeypatch.chdir(ws)
+        return ws
+
+    return activate

@@ -1,0 +1,166 @@
+"""The tiny DAG through the in-process flow: real Prefect (temporary server), real DVC, real MLflow
+(SQLite), real GX. Each test gets its own fresh workspace."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from tests.conftest import make_workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+@pytest.fixture
+def ws(tmp_path, workspace_env) -> Path:
+    return workspace_env(make_workspace(tmp_path / "ws"))
+
+
+def run(**kwargs):
+    """Run the flow; return (outcomes or exception, {stage: Prefect state name})."""
+    from flows.pipeline import llm_lifecycle
+
+    state = llm_lifecycle(return_state=True, **kwargs)
+    return state.result(raise_on_failure=False), task_states(state.state_details.flow_run_id)
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+    return {r.name: r.state.name for r in runs}
+
+
+def stage_runs(stage: str):
+    from tasks.tracking import EXPERIMENT, client
+
+    experiment = client().get_experiment_by_name(EXPERIMENT)
+    return client().search_runs([experiment.experiment_id], f"tags.`llm.stage` = '{stage}'",
+                                order_by=["attributes.start_time DESC"])
+
+
+def records(ws: Path) -> int:
+    return json.loads((ws / "data/ingest/manifest.json").read_text())["records"]
+
+
+def test_reruns_exactly_when_code_params_or_inputs_change(ws):
+    outcomes, states = run()
+    assert [o["status"] for o in outcomes] == ["ran"] and states == {"ingest": "Completed"}
+    first = records(ws)
+    assert first == outcomes[0]["metrics"]["records"] > 50
+
+    outcomes, states = run()  # nothing changed: DVC skips, Prefect shows it
+    assert outcomes[0]["status"] == "skipped" and states == {"ingest": "Skipped"}
+    assert len(stage_runs("ingest")) == 1  # no MLflow run for a skipped stage
+
+    outcomes, _ = run(stages=["ingest"], force=True)  # the per-stage deployment's parameters
+    assert outcomes[0]["status"] == "ran" and outcomes[0]["reason"] == "forced"
+
+    outcomes, _ = run(overrides={"crawl.max_records": 10})
+    assert outcomes[0]["status"] == "ran" and "crawl" in outcomes[0]["reason"] and records(ws) == 10
+
+    run(overrides={"crawl.max_records": 10})
+    assert run(overrides={"crawl.max_records": 10})[0][0]["status"] == "skipped"
+
+    with open(ws / "tasks/ingest.py", "a") as source:
+        source.write("# a code change\n")
+    outcomes, _ = run(overrides={"crawl.max_records": 10})
+    assert outcomes[0]["status"] == "ran" and "tasks/ingest.py" in outcomes[0]["reason"]
+    assert len(stage_runs("ingest")) == 4
+
+
+def test_stage_run_records_lineage(ws):
+    from tasks.lineage import trace
+    from tasks.tracking import client
+
+    outcomes, _ = run()
+    run_id = outcomes[0]["run_id"]
+    r = client().get_run(run_id)
+    tags, lock = r.data.tags, (ws / "dvc.lock").read_text()
+    assert tags["llm.stage"] == "ingest" and tags["mlflow.parentRunId"]
+    assert tags["mlflow.source.git.commit"] and len(tags["llm.params_digest"]) == 16
+    assert tags["llm.prefect.flow_run_id"]
+    assert tags["llm.output.data/ingest"].endswith(".dir") and tags["llm.output.data/ingest"] in lock
+    assert tags["llm.input.tasks/ingest.py"] in lock and tags["llm.input.components/ingest"] in lock
+    assert r.data.params["crawl.shard_records"] == "1000"
+    assert r.data.metrics["records"] == records(ws)
+    artifacts = {a.path for a in client().list_artifacts(run_id, "reports")}
+    assert {"reports/manifest.json", "reports/validation.json", "reports/metrics.json"} <= artifacts
+
+    parent = trace(tags["mlflow.parentRunId"])
+    assert parent["kind"] == "pipeline" and [s["stage"] for s in parent["stages"]] == ["ingest"]
+    sources = parent["stages"][0]["raw_sources"]
+    assert any(s.endswith("resiliparse-warcfile.warc.gz") for s in sources)
+
+    cli = subprocess.run([Path(sys.executable).parent / "llm-lifecycle", "lineage", run_id],
+                         capture_output=True, text=True, check=True).stdout
+    assert "stage ingest" in cli and "raw source" in cli and tags["llm.output.data/ingest"] in cli
+
+    pushed = subprocess.run([Path(sys.executable).parent / "dvc", "status", "--cloud"], cwd=ws,
+                            capture_output=True, text=True, check=True).stdout
+    assert "in sync" in pushed
+
+
+def write_warc(path: Path, records: list[tuple[str, str, str]]) -> None:
+    """A WARC of HTTP 200 HTML responses, each (record id, WARC-Date, url)."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for record_id, date, url in records:
+            html = f"<html><body><p>A page at {url} with enough text to pass the size filter.</p></body></html>"
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(
+                url, "response", payload=io.BytesIO(html.encode()), http_headers=http,
+                warc_headers_dict={"WARC-Record-ID": record_id, "WARC-Date": date}))
+
+
+def test_failed_gate_stops_the_dag_and_keeps_the_last_good_output(ws, tmp_path):
+    run()
+    good = (ws / "data/ingest/manifest.json").read_text()
+    bad = tmp_path / "bad.warc.gz"
+    write_warc(bad, [("<urn:uuid:1>", "1970-01-01T00:00:00Z", "http://example.com/a"),
+                     ("<urn:uuid:2>", "2024-05-01T00:00:00Z", "http://example.com/b")])
+
+    outcomes, states = run(overrides={"crawl.sources": [{"uri": str(bad)}]})
+
+    assert isinstance(outcomes, Exception)
+    message = str(outcomes)
+    assert "crawl_records" in message and "expect_column_values_to_be_between" in message
+    assert "fetch_time" in message and "1970-01-01" in message
+    assert states == {"ingest": "Failed"}  # not retried: bad data is not transient
+    assert (ws / "data/ingest/manifest.json").read_text() == good
+    assert not list((ws / "data").glob(".staging-*"))
+    failed = stage_runs("ingest")[0]
+    assert failed.info.status == "FAILED"
+    from tasks.tracking import client
+
+    assert "reports/validation.json" in {a.path for a in client().list_artifacts(failed.info.run_id, "reports")}
+
+
+def test_second_run_on_a_busy_workspace_fails_clearly(ws):
+    from tasks.orchestrate import WorkspaceBusy
+
+    (ws / ".llm-lifecycle").mkdir(exist_ok=True)
+    with FileLock(ws / ".llm-lifecycle" / "pipeline.lock"):
+        outcome, _ = run()
+    assert isinstance(outcome, WorkspaceBusy) and "another pipeline run holds the workspace lock" in str(outcome)
+    assert not (ws / "data").exists()
+
+
+def test_invalid_params_fail_before_any_compute(ws):
+    params = ws / "params.yaml"
+    params.write_text(params.read_text().replace("shard_records: 1000", "shard_records: -5"))
+    out = subprocess.run([Path(sys.executable).parent / "llm-lifecycle", "run"], cwd=ws,
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "crawl.shard_records" in out.stderr and "greater than 0" in out.stderr
+    assert not (ws / "data").exists() and not (ws / "dvc.lock").exists()
