@@ -58,7 +58,7 @@ def stage(name: str, progress: Annotated[bool, typer.Option(help="progress bars"
     from tasks.dag import Workspace
     from tasks.gates import GateFailed
     from tasks.params import ParamsError
-    from tasks.stage import EXIT_GATE_FAILED, EXIT_TRANSIENT, execute
+    from tasks.stage import EXIT_GATE_FAILED, EXIT_TRANSIENT, execute, is_transient
 
     try:
         metrics = execute(Workspace(), name, progress=progress and sys.stderr.isatty())
@@ -66,7 +66,9 @@ def stage(name: str, progress: Annotated[bool, typer.Option(help="progress bars"
         _fail(f"{err}\nThe output was not published; the next stage will not run.", EXIT_GATE_FAILED)
     except ParamsError as err:
         _fail(str(err))
-    except (ConnectionError, TimeoutError) as err:
+    except OSError as err:
+        if not is_transient(err):
+            raise
         _fail(f"network read failed, a retry may help: {err}", EXIT_TRANSIENT)
     typer.echo(json.dumps(metrics, sort_keys=True))
 

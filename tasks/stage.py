@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import HTTPError, URLError
 
 from pydantic import BaseModel
 
@@ -19,6 +20,13 @@ from tasks.params import load_effective
 
 EXIT_GATE_FAILED = 65  # EX_DATAERR: the data is wrong; a retry cannot help
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a network read failed; a retry may help
+
+
+def is_transient(err: BaseException) -> bool:
+    """A failed network read (refused, reset, timed out, DNS, HTTP 5xx) may succeed when retried."""
+    if isinstance(err, HTTPError):
+        return err.code >= 500
+    return isinstance(err, (ConnectionError, TimeoutError, URLError))
 
 
 @dataclass(frozen=True)

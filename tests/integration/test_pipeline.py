@@ -26,16 +26,17 @@ def run(**kwargs):
     from flows.pipeline import llm_lifecycle
 
     state = llm_lifecycle(return_state=True, **kwargs)
-    return state.result(raise_on_failure=False), task_states(state.state_details.flow_run_id)
+    task_runs = read_task_runs(state.state_details.flow_run_id)
+    return state.result(raise_on_failure=False), {name: r.state.name for name, r in task_runs.items()}
 
 
-def task_states(flow_run_id) -> dict[str, str]:
+def read_task_runs(flow_run_id) -> dict:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-    return {r.name: r.state.name for r in runs}
+    return {r.name: r for r in runs}
 
 
 def stage_runs(stage: str):
@@ -139,8 +140,8 @@ def test_failed_gate_stops_the_dag_and_keeps_the_last_good_output(ws, tmp_path):
     assert states == {"ingest": "Failed"}  # not retried: bad data is not transient
     assert (ws / "data/ingest/manifest.json").read_text() == good
     assert not list((ws / "data").glob(".staging-*"))
+    assert [r.info.status for r in stage_runs("ingest")] == ["FAILED", "FINISHED"]  # tried once, not retried
     failed = stage_runs("ingest")[0]
-    assert failed.info.status == "FAILED"
     from tasks.tracking import client
 
     assert "reports/validation.json" in {a.path for a in client().list_artifacts(failed.info.run_id, "reports")}
@@ -164,3 +165,19 @@ def test_invalid_params_fail_before_any_compute(ws):
     assert out.returncode == 2
     assert "crawl.shard_records" in out.stderr and "greater than 0" in out.stderr
     assert not (ws / "data").exists() and not (ws / "dvc.lock").exists()
+
+
+def test_network_failures_are_retried_and_bad_data_is_not(ws):
+    import socket
+
+    from flows.pipeline import llm_lifecycle
+
+    with socket.socket() as probe:  # a loopback port with nobody listening: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = llm_lifecycle(return_state=True, overrides={"crawl.sources": [{"uri": f"http://127.0.0.1:{port}/x.warc.gz"}]})
+
+    failure = str(state.result(raise_on_failure=False))
+    assert "exit code 75" in failure and "network read failed" in failure
+    ingest = read_task_runs(state.state_details.flow_run_id)["ingest"]
+    assert ingest.state.is_failed() and ingest.run_count == 3  # the first try and two retries
