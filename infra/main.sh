@@ -3,6 +3,8 @@
 # server; LLM_LIFECYCLE_S3=1 adds the loopback S3 server), and runs the whole tiny lifecycle as the
 # `llm-lifecycle/full` deployment on the worker. The stack stays up so you can look; `llm-lifecycle stack down`.
 set -euo pipefail
+# a relative data dir means relative to where you ran this, before the cd below
+[ -z "${LLM_LIFECYCLE_DATA_DIR:-}" ] || export LLM_LIFECYCLE_DATA_DIR=$(realpath "$LLM_LIFECYCLE_DATA_DIR")
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
 source infra/env.sh
