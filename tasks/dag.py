@@ -1,7 +1,7 @@
 """The stage graph, read from DVC: dvc.yaml is the only place stages are declared.
 
 Each stage `NAME` in dvc.yaml has a Python module `tasks.NAME` that says which params section it reads
-(`SECTION`), its typed parameters (`Params`), the suite that gates its output (`SUITE`) and its body
+(`SECTION`), its typed parameters (`Params`), the suites that gate its output (`GATES`: file pattern → suite) and its body
 (`run`). Nothing else lists the stages.
 """
 from __future__ import annotations

@@ -37,8 +37,9 @@ class GateFailed(Exception):
         self.result = result
 
 
-def validate(suite_name: str, data_dir: Path) -> dict:
-    """Validate every ``*.parquet`` shard in `data_dir` (sorted) against suite `suite_name`.
+def validate(suite_name: str, data_dir: Path, pattern: str = "*.parquet", params=None) -> dict:
+    """Validate every shard matching `pattern` in `data_dir` (sorted) against suite `suite_name`, whose
+    expectations may depend on the stage's `params` (e.g. the allowed languages).
 
     Returns ``{"suite", "data_dir", "success", "shards": [{"shard", "rows", "success", "statistics",
     "failures": [...]}], "checks": [{"check", "column", "success", "duplicates", "examples"}]}``.
@@ -49,7 +50,7 @@ def validate(suite_name: str, data_dir: Path) -> dict:
     data_dir = Path(data_dir)
     result: dict[str, Any] = {"suite": suite_name, "data_dir": str(data_dir), "success": False,
                               "shards": [], "checks": []}
-    shards = sorted(data_dir.glob("*.parquet")) if data_dir.is_dir() else []
+    shards = sorted(data_dir.glob(pattern)) if data_dir.is_dir() else []
     if not shards:
         what = "no Parquet shards in" if data_dir.is_dir() else "no output folder (so no Parquet shards) at"
         message = (f"gate {suite_name!r} failed: {what} {data_dir}: the stage kept no records; "
@@ -66,9 +67,11 @@ def validate(suite_name: str, data_dir: Path) -> dict:
     # (one column, one shard at a time) to name examples when some hash is seen in two shards.
     hashes: dict[str, list] = {c: [] for c in unique_columns}
     with _GX_LOCK:
-        definition = _validation_definition(suite_name, suite.expectations())
+        definition = _validation_definition(suite_name, suite.expectations(params))
         for path in shards:
             df = pd.read_parquet(path)
+            if hasattr(suite, "derive"):  # columns computed in Python that expectations then check
+                df = suite.derive(df)
             gx_result = definition.run(batch_parameters={"dataframe": df})
             result["shards"].append(_shard_result(path, df, gx_result, row_id))
             for column in unique_columns:

@@ -7,8 +7,8 @@ from components.ingest import CrawlParams as Params
 from components.ingest import ingest
 
 SECTION = "crawl"
-SUITE = "crawl_records"
-__all__ = ["Params", "SECTION", "SUITE", "run"]
+GATES = {"records-*.parquet": "crawl_records"}  # output files → the suite they must pass
+__all__ = ["GATES", "Params", "SECTION", "run"]
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:

@@ -45,7 +45,10 @@ def _split(assignment: str) -> tuple[str, str]:
 
 def resolve(ws: Workspace, preset: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
     """The effective, validated parameters of every stage, as plain data."""
-    raw = yaml.safe_load(ws.params_file.read_text()) or {}
+    try:
+        raw = yaml.safe_load(ws.params_file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{ws.params_file.name} is not valid YAML: {err}") from None
     presets = raw.pop("presets", None) or {}
     preset = preset or raw.pop("preset", None) or "tiny"
     raw.pop("preset", None)

@@ -58,18 +58,27 @@ def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]
     with staged_dir(ws.root / spec.data_out) as out_dir:
         ctx = StageContext(spec, params, inputs, out_dir, report_dir)
         metrics = dict(module.run(ctx, progress=progress))
-        try:
-            result = gates.validate(module.SUITE, out_dir)
-        except gates.GateFailed as failed:
-            _write_json(report_dir / "validation.json", failed.result)
-            run.log_reports(report_dir)
-            raise
-        _write_json(report_dir / "validation.json", result)
+        _validate(module.GATES, out_dir, params, report_dir, run)
         metrics["duration_s"] = round(time.monotonic() - started, 3)
         _write_json(report_dir / "metrics.json", metrics)
         run.log_metrics(metrics)
         run.log_reports(report_dir)
     return metrics
+
+
+def _validate(gate_suites: dict[str, str], out_dir: Path, params: BaseModel, report_dir: Path, run) -> None:
+    """Every file group of the output against its suite; all results saved, the first failure raised."""
+    results = {}
+    try:
+        for pattern, suite in gate_suites.items():
+            try:
+                results[pattern] = gates.validate(suite, out_dir, pattern=pattern, params=params)
+            except gates.GateFailed as failed:
+                results[pattern] = failed.result
+                raise
+    finally:
+        _write_json(report_dir / "validation.json", results)
+        run.log_reports(report_dir)
 
 
 def _write_json(path: Path, data: dict) -> None:

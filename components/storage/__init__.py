@@ -1,4 +1,5 @@
-"""Publishing outputs so that readers never see a half-written one."""
+"""Publishing outputs atomically, and writing them as bounded Parquet shards."""
 from components.storage.atomic import staged_dir
+from components.storage.shards import ShardWriter
 
-__all__ = ["staged_dir"]
+__all__ = ["ShardWriter", "staged_dir"]

@@ -3,8 +3,10 @@
 One module per suite: ``tasks/suites/<name>.py`` defines
 
 - ``NAME``: the suite name (equal to the module name);
-- ``expectations()``: a fresh list of GX expectation objects (built per validation, so bounds such as
-  "now + 1 day" are current);
+- ``expectations(params)``: a fresh list of GX expectation objects (built per validation, so bounds such as
+  "now + 1 day" are current; `params` is the stage's parameter model, for suites that depend on it);
+- optionally ``derive(df)``: returns the shard with extra columns computed in Python (e.g. PII found by the
+  scrubber's own detector), so expectations can check what no regex alone can express;
 - optionally ``ROW_ID``: the column that names a row in failure reports (example record ids);
 - optionally ``UNIQUE_ACROSS_SHARDS``: columns whose values must be unique over all shards of a dataset
   (GX validates one shard at a time; `tasks.gates` checks these itself).

@@ -25,7 +25,7 @@ MAX_CHARS = 10_000_000  # sane sizes: the ingest stage's max_html_bytes is far b
 EARLIEST_FETCH = datetime(1990, 1, 1, tzinfo=timezone.utc)  # before the web existed: a broken timestamp
 
 
-def expectations() -> list:
+def expectations(params=None) -> list:
     import great_expectations.expectations as gxe
 
     latest_fetch = datetime.now(timezone.utc) + timedelta(days=1)  # a day of slack for clock skew
