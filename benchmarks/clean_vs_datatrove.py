@@ -337,7 +337,7 @@ def dt_decisions(in_jsonl: str, out_jsonl: str) -> None:
                 lines = [l for l in text.split("\n") if l.strip()]
                 result["evidence"]["gopher_quality"] = (
                     f"{sum(any(c not in PUNCTUATION_SET for c in w) for w in words)} words, "
-                    f"{len(STOP_WORDS & set(words))} distinct stop words")
+                    f"{len(set(STOP_WORDS) & set(words))} distinct stop words")
                 result["evidence"]["fineweb"] = (f"{len(lines)} non-empty lines, "
                                                  f"{sum(l.endswith(tuple(TERMINAL_PUNCTUATION)) for l in lines)} end "
                                                  f"in terminal punctuation")
