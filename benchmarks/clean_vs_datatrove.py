@@ -204,15 +204,17 @@ def ours_decisions(run: str, out_jsonl: str) -> None:
                             evidence["c4_text"] = probe.text if decisions[name] is None else None
                     tokens = WORD.findall(text)
                     words = [t for t in tokens if is_word(t)]
+                    alpha = sum(any(c.isalpha() for c in t) for t in tokens) / max(1, len(tokens))
                     lines = text.split("\n")
+                    evidence["gopher_repetition"] = f"{len(tokens)} tokens (regex)"
                     evidence["gopher_quality"] = (f"{len(words)} words, {sum(t in STOP_WORDS for t in tokens)} stop "
-                                                  f"words (repeats counted)")
+                                                  f"words (repeats counted), alpha-token ratio {alpha:.2f}")
+                    punct = sum(l.endswith(C4_END) for l in lines)
                     evidence["fineweb"] = (f"{len(lines)} lines ({sum(not l.strip() for l in lines)} empty), "
-                                           f"{sum(l.endswith(C4_END) for l in lines)} end in . ! ? \" '")
+                                           f"{punct} end in . ! ? \" ' ({punct / len(lines):.2f})")
                     kept = [l.strip() for l in text.splitlines() if filters["c4"].clean_line(l.strip())[1] is None]
                     evidence["c4"] = (f"{len(kept)} lines kept, "
                                       f"{sum(max(1, len(SENTENCE_END.findall(l))) for l in kept)} sentences (regex)")
-                    evidence["gopher_repetition"] = ""
                 row["decisions"], row["evidence"] = decisions, evidence
                 out.write(json.dumps(row) + "\n")
 
@@ -300,8 +302,11 @@ def dt_decisions(in_jsonl: str, out_jsonl: str) -> None:
     from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
     from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION, split_into_sentences, split_into_words
 
+    from datatrove.pipeline.filters import C4QualityFilter
+
     filters = _dt_filters()
     extractor = Trafilatura(deduplicate=False)
+    c4_lines = C4QualityFilter(min_num_sentences=-1)
 
     def decide(name, text, doc_id):
         doc = Document(text=text, id=doc_id)
@@ -334,15 +339,22 @@ def dt_decisions(in_jsonl: str, out_jsonl: str) -> None:
                     if name == "c4":
                         result["evidence"]["c4_text"] = doc.text if rule is None else None
                 words = split_into_words(text)
+                n = max(1, len(words))
                 lines = [l for l in text.split("\n") if l.strip()]
-                result["evidence"]["gopher_quality"] = (
+                evidence = result["evidence"]
+                evidence["gopher_repetition"] = f"{len(words)} tokens (spaCy)"
+                evidence["gopher_quality"] = (
                     f"{sum(any(c not in PUNCTUATION_SET for c in w) for w in words)} words, "
-                    f"{len(set(STOP_WORDS) & set(words))} distinct stop words")
-                result["evidence"]["fineweb"] = (f"{len(lines)} non-empty lines, "
-                                                 f"{sum(l.endswith(tuple(TERMINAL_PUNCTUATION)) for l in lines)} end "
-                                                 f"in terminal punctuation")
-                result["evidence"]["c4"] = f"{len(split_into_sentences(text))} sentences (spaCy) before line rules"
-                result["evidence"]["gopher_repetition"] = ""
+                    f"{len(set(STOP_WORDS) & set(words))} distinct stop words, "
+                    f"alpha-word ratio {sum(any(c.isalpha() for c in w) for w in words) / n:.2f}")
+                punct = sum(l.endswith(tuple(TERMINAL_PUNCTUATION)) for l in lines)
+                evidence["fineweb"] = (f"{len(lines)} non-empty lines, {punct} end in terminal punctuation "
+                                       f"({punct / max(1, len(lines)):.2f})")
+                lines_only = Document(text=text, id=row["id"])
+                c4_lines.filter(lines_only)  # the same line rules, no sentence minimum: what C4 counts on
+                kept = [l for l in lines_only.text.split("\n") if l]
+                evidence["c4"] = (f"{len(kept)} lines kept, "
+                                  f"{sum(len(split_into_sentences(l)) for l in kept)} sentences (spaCy)")
             out.write(json.dumps(result) + "\n")
 
 

@@ -129,11 +129,13 @@ def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
         raise
     tracking.record_lineage(ws.root, run_id, ws.lock_entry(name), {section: params[section]}, _raw_sources(ws, name))
     tracking.end_run(run_id, ok=True)
-    metrics_file = ws.root / "reports" / name / "metrics.json"
+    reports = ws.root / "reports" / name
+    metrics_file = reports / "metrics.json"
     return {
         "stage": name, "status": "ran", "reason": reason, "duration_s": round(time.monotonic() - started, 1),
         "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() else {},
         "run_id": run_id, "run_url": tracking.run_url(run_id),
+        "reports": sorted(p.name for p in reports.glob("*.md")),  # data cards and tables people read
     }
 
 
@@ -196,6 +198,8 @@ def publish_summary(session: Session, failed: BaseException | None) -> str:
     for o in session.outcomes:
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(o.get("metrics", {}).items())[:6])
         link = f"[run]({o['run_url']})" if o.get("run_url") else o.get("run_id", "")
+        for report in o.get("reports", []) if o.get("run_url") else []:
+            link += f" · [{report.removesuffix('.md')}]({o['run_url']}/artifactPath/reports/{report})"
         duration = f"{o['duration_s']} s" if "duration_s" in o else ""
         status = f"{o['status']}: {o['reason'][:120]}" if o.get("reason") else o["status"]
         rows.append(f"| {o['stage']} | {status} | {duration} | {metrics} | {link} |")

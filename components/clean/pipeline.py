@@ -47,7 +47,9 @@ def clean(params: CleanParams, records_dir: Path, curated_dir: Path, out_dir: Pa
     model, report = _train_quality(kept_shards, duplicates, curated_dir, params)
     model.save(out_dir / "quality_model.pkl")
 
-    scored = map_shards(_score_shard, kept_shards, (str(out_dir), duplicates, params), ex, "clean: score", progress)
+    per_shard = [_removals_in(shard, duplicates) for shard in kept_shards]  # each worker gets only its own
+    scored = map_shards(_score_shard, list(zip(kept_shards, per_shard)), (str(out_dir), params), ex, "clean: score",
+                        progress)
     crawl_scores = np.concatenate([s["scores"] for s in scored]) if scored else np.array([])
     threshold = quality.cutoff(crawl_scores, params.quality) if params.quality.enabled else 0.0
     final = map_shards(_cut_shard, [s["path"] for s in scored], (str(out_dir), threshold), ex, "clean: cut",
@@ -124,8 +126,15 @@ def _reservoir(items, k: int, seed: int) -> list:
     return sample
 
 
-def _score_shard(shard: str, out_dir: str, duplicates: dict, params: CleanParams) -> dict:
+def _removals_in(shard: str, duplicates: dict) -> dict:
+    if not Path(shard).exists():
+        return {}
+    return {i: duplicates[i] for i in pd.read_parquet(shard, columns=["id"])["id"] if i in duplicates}
+
+
+def _score_shard(shard_and_duplicates: tuple[str, dict], out_dir: str, params: CleanParams) -> dict:
     """Pass 3 on one shard: drop duplicates, score quality, classify domain."""
+    shard, duplicates = shard_and_duplicates
     model = quality.QualityModel.load(Path(out_dir) / "quality_model.pkl")
     classify = DomainClassifier()
     docs, removed = [], []
