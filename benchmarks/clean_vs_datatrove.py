@@ -14,6 +14,9 @@ process (interpreter start, imports and model loading included), from WARC bytes
   LocalPipelineExecutor(tasks=workers), then its 4 MinHash stages (HashConfig(precision=64)). No URLFilter
   (its blocklists cost ~3 s and ~0.7 GB per task to load; ours is a small set look-up).
 
+Extra rows (unless --no-variant): ours with language.candidates=10, and with extractor=resiliparse as well, plus
+the extraction quality table of benchmarks/extraction_quality.py (what resiliparse costs).
+
 Agreement, on copy 0 only: per filter, both sides' filters applied independently to the same text (our
 trafilatura extraction), so a disagreement is the filter's, not the extractor's; extraction and the
 end-to-end decision (each side on its own extraction) are compared separately.
@@ -42,7 +45,11 @@ REPO = Path(__file__).resolve().parents[1]
 FILTERS = ["language", "gopher_repetition", "gopher_quality", "c4", "fineweb"]  # compared one by one
 C4_END = (".", "?", "!", '"', "'")
 CANDIDATES = ["en", "de", "fr", "es", "it", "pt", "nl", "ja", "zh", "ru"]
-VARIANT = {"extract": {"extractor": "resiliparse"}, "language": {"candidates": CANDIDATES}}
+VARIANTS = {  # extra rows for our side: what closes the gap, one change at a time
+    "ours, language.candidates=10 (en de fr es it pt nl ja zh ru)": {"language": {"candidates": CANDIDATES}},
+    "ours, extract.extractor=resiliparse + language.candidates=10": {"extract": {"extractor": "resiliparse"},
+                                                                     "language": {"candidates": CANDIDATES}},
+}
 
 
 # --- input ------------------------------------------------------------------------------------------------------
@@ -377,6 +384,27 @@ def _dt_env(bench: Path) -> dict:
     return env
 
 
+WHY = {  # what differs in the code, per filter (checked against datatrove 0.10.1's source)
+    "extract": "ours: trafilatura 2.3.1 bare_extraction(fast=True, favor_precision=True, include_tables=False); "
+               "datatrove: trafilatura 1.11 extract(favor_precision=True), i.e. fast=False (falls back to jusText/"
+               "readability when the main pass finds little) and include_tables=True",
+    "language": "ours: lingua, 75 languages, first 2,000 chars, the best language must be en with confidence >= 0.65; "
+                "datatrove: fastText lid.176 on the whole text (newlines as spaces), keeps if P(en) > 0.65",
+    "gopher_repetition": "same rules and thresholds; the n-gram rules run on different words: our regex "
+                         "(a CJK run or a symbol run is one token) vs spaCy's blank English tokenizer",
+    "gopher_quality": "words: our regex vs spaCy tokens; stop words: ours counts occurrences, datatrove 0.10.1 "
+                      "counts distinct stop words (set intersection); alpha ratio over regex tokens vs spaCy tokens",
+    "c4": "same line rules; sentences: our regex (a kept line counts >= 1) vs spaCy sentence spans per line",
+    "fineweb": "datatrove 0.10.1 drops empty lines first, ends-with over the full Unicode TERMINAL_PUNCTUATION set "
+               "and strict comparisons (< 0.12, > 0.67, > 0.01); ours keeps empty lines, ends-with . ! ? \" ' only, "
+               "and <= 0.12, >= 0.67, >= 0.01",
+}
+
+
+def _step_name(name: str) -> str:
+    return re.sub(r"[^\w ]", "", name.split(":")[-1]).strip()  # "🔻 - FILTER: 🌍 Language ID" -> "Language ID"
+
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
 
@@ -398,6 +426,20 @@ def agreement_report(ours_path: Path, dt_path: Path) -> list[str]:
             " share ≥ 0.9 |", "|---|---|---|---|---|---|",
             f"| {len(both)} | {ours_only} | {dt_only} | {n - len(both) - ours_only - dt_only} | {median:.2f} | "
             f"{sum(j >= 0.9 for j in jaccard) / max(1, len(jaccard)):.0%} |", ""]
+    cases = {"ours empty, datatrove extracts": [(o, t) for o, t in ((o, theirs[o["id"]]) for o in ours)
+                                                if not o["text"] and t["text"]],
+             "ours extracts, datatrove empty": [(o, t) for o, t in ((o, theirs[o["id"]]) for o in ours)
+                                                if o["text"] and not t["text"]],
+             "both extract, word-set Jaccard < 0.5": [(o, t) for o, t in both if
+                                                      len(_words(o["text"]) & _words(t["text"]))
+                                                      < 0.5 * len(_words(o["text"]) | _words(t["text"]))]}
+    out.append(f"Why: {WHY['extract']}.")
+    for label, members in cases.items():
+        if members:
+            out.append(f"- {label}: {len(members)} docs")
+            out += [f"  - {o['url']} — ours {len(o['text'])} chars {_clip(o['text'], 50)!r}; datatrove "
+                    f"{len(t['text'])} chars {_clip(t['text'], 50)!r}" for o, t in members[:2]]
+    out.append("")
     with_text = [(o, theirs[o["id"]]) for o in ours if o["text"]]
     out += [f"### Per filter, same text (our extraction) for both sides, each filter on its own ({len(with_text)} docs "
             f"we extracted; {len(both)} of them datatrove extracts too)", "",
@@ -424,17 +466,24 @@ def agreement_report(ours_path: Path, dt_path: Path) -> list[str]:
     out += ["", f"C4 rewrites the text (drops lines): of {len(kept_both)} docs both C4 filters keep, the kept text is "
                 f"identical in {same}.", ""]
     out += ["### Disagreement classes (filter: our rule vs datatrove's reason; 2 examples each)", ""]
+    shown = set()
     for name, a, b, count, examples in classes:
-        out.append(f"- **{name}**: ours `{a}` / datatrove `{b}` — {count} docs")
-        out += [f"  - {e}" for e in examples]
+        if name not in shown:
+            shown.add(name)
+            out.append(f"- **{name}** — why: {WHY[name]}")
+        out.append(f"  - ours `{a}` / datatrove `{b}`: {count} docs")
+        out += [f"    - {e}" for e in examples]
     finals = [(o["final"] is None, theirs[o["id"]]["final"] is None) for o in ours]
+    ends = Counter((o["final"] or "kept", theirs[o["id"]]["final"] or "kept") for o in ours
+                   if (o["final"] is None) != (theirs[o["id"]]["final"] is None))
     agree = sum(a == b for a, b in finals)
     out += ["", f"### End to end (each side on its own extraction; ours includes url and PII, which remove nothing "
                 f"here unless listed above)", "",
             "| docs | kept by both | ours only keeps | datatrove only keeps | removed by both | agree |",
             "|---|---|---|---|---|---|",
             f"| {n} | {sum(a and b for a, b in finals)} | {sum(a and not b for a, b in finals)} | "
-            f"{sum(b and not a for a, b in finals)} | {sum(not a and not b for a, b in finals)} | {agree / n:.1%} |"]
+            f"{sum(b and not a for a, b in finals)} | {sum(not a and not b for a, b in finals)} | {agree / n:.1%} |", "",
+            "Where they part (ours / datatrove): " + "; ".join(f"{a} / {b}: {c}" for (a, b), c in ends.most_common())]
     return out
 
 
@@ -447,7 +496,7 @@ def main() -> None:
     parser.add_argument("--dt-python", default="/tmp/bench/dtvenv/bin/python")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR") or REPO.parent / "shared" / "data"))
-    parser.add_argument("--no-variant", action="store_true", help="skip the resiliparse + 10-candidates row")
+    parser.add_argument("--no-variant", action="store_true", help="skip our extra rows (VARIANTS)")
     parser.add_argument("--no-minhash", action="store_true", help="extraction + filters only, both sides")
     parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -472,6 +521,7 @@ def main() -> None:
         print("{}")
         return
 
+    load_before = os.getloadavg()[0]
     prepare_input(args.data_dir, bench, args.repeat)
     (bench / "agree").mkdir(parents=True, exist_ok=True)
     common = ["--repeat", str(args.repeat), "--workers", str(args.workers), "--bench-dir", str(bench)]
@@ -484,8 +534,9 @@ def main() -> None:
     dt_docs = reader["stats"].get("documents", 0)
     rows.append(("datatrove 0.10.1", dt_docs, dt_s, dt))
     if not args.no_variant:
-        var, var_s = _side(sys.executable, ["--side", "ours", *common, "--overrides", json.dumps(VARIANT)])
-        rows.append(("ours, extract.extractor=resiliparse + language.candidates=10", var["docs_in"], var_s, var))
+        for label, overrides in VARIANTS.items():
+            var, var_s = _side(sys.executable, ["--side", "ours", *common, "--overrides", json.dumps(overrides)])
+            rows.append((label, var["docs_in"], var_s, var))
     _side(sys.executable, ["--side", "ours-decisions", *common])
     _side(args.dt_python, ["--side", "dt-decisions", *common], _dt_env(bench))
 
@@ -495,7 +546,9 @@ def main() -> None:
               f"{dedup}", "",
               f"Input: {len(warc_files(Path(run)))} WARC files ({args.repeat} copies of data/crawl/*.warc.gz + the 166 "
               f"trafilatura-eval pages as one WARC). Ours reads {common_docs} HTML 200 responses; datatrove's WarcReader "
-              f"reads {dt_docs} records (it does not check the HTTP status and sniffs the type with libmagic).", "",
+              f"reads {dt_docs} records (it skips records without a WARC-Identified-Payload-Type header, here the ClueWeb "
+              f"file, does not check the HTTP status, and sniffs the type with libmagic). Load average before / "
+              f"after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores: timings are noisy.", "",
               "| side | docs in (own count) | seconds (wall, fresh process) | docs/s (own count) | "
               f"docs/s ({common_docs} common docs) | speed vs datatrove |", "|---|---|---|---|---|---|"]
     for name, docs, seconds, _ in rows:
@@ -510,16 +563,21 @@ def main() -> None:
                           + f"; CPU s per step over both workers: {cpu}; survivors {r['survivors']}; "
                             f"removed {r['removed']}")
         else:
-            steps = ", ".join(f"{s['name'].split(' ', 1)[-1]} {s['time_s']}" for s in r["steps"] if s["time_s"])
+            steps = ", ".join(f"{_step_name(s['name'])} {s['time_s']:.1f}" for s in r["steps"] if s["time_s"])
             extract = next(s for s in r["steps"] if "Trafilatura" in s["name"])["stats"]
             writer = next(s for s in r["steps"] if "Jsonl" in s["name"])["stats"]
             report.append(f"- {name}: pipeline wall {r['filter_wall_s']:.1f} s"
                           + (f", 4 MinHash stages {r['dedup_wall_s']:.1f} s" if "dedup_wall_s" in r else "")
                           + f"; CPU s per step: {steps}; extraction timeouts {extract.get('timeout', 0)}; "
                             f"written {writer.get('total', '?')}"
-                          + (f"; after MinHash {next((s['stats'].get('total') for s in r['dedup_steps'] if 'Jsonl' in s['name'] and 'Writer' in s['name']), '?')}"
+                          + (f"; after MinHash {next((s['stats'].get('total') for s in r['dedup_steps'] if 'WRITER' in s['name']), '?')}"
                              if "dedup_steps" in r else ""))
     report += [""] + agreement_report(bench / "agree" / "ours.jsonl", bench / "agree" / "datatrove.jsonl")
+    if not args.no_variant:  # what the faster extractor costs in extraction quality
+        quality = subprocess.run([sys.executable, str(REPO / "benchmarks" / "extraction_quality.py"), "--data-dir",
+                                  str(args.data_dir)], capture_output=True, text=True, cwd=REPO, check=True)
+        report += ["", "### Extraction quality of the extractors (benchmarks/extraction_quality.py)", "",
+                   quality.stdout.strip()]
     print("\n".join(report))
 
 

@@ -1,0 +1,112 @@
+"""The token shards' contract: what training may assume about a tokenize output, checked from the bytes.
+
+`check_contract` reads every shard back (memory-mapped) and tabulates one row of facts per shard; a Great
+Expectations suite checks those columns, and `violations` applies the same rules in plain Python:
+  - the shard is not empty
+  - every id < vocab size
+  - one EOT per document (eot_count == documents) and the last token is the EOT
+  - the offsets run from 0 to the token count and every document ends with the EOT
+  - dtype is the smallest that holds the vocabulary (the one training reads with)
+  - the manifest's token and document counts equal the contents
+  - the tokenizer digest is the one training uses
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.tokenize.pack import index_path, token_dtype
+
+COLUMNS = ["name", "split", "dtype", "expected_dtype", "tokens", "manifest_tokens", "documents",
+           "manifest_documents", "eot_count", "ends_with_eot", "offsets_valid", "max_id", "vocab_size",
+           "tokenizer_digest", "expected_digest", "empty"]
+
+
+def read_manifest(out_dir: Path) -> dict:
+    return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+
+def open_shard(path: Path) -> tuple[np.memmap, np.ndarray]:
+    """The shard's ids (memory-mapped) and its offsets: document i is `tokens[offsets[i]:offsets[i + 1]]`."""
+    path = Path(path)
+    return _tokens(path, _shard_dtype(read_manifest(path.parent), path.name)), np.load(index_path(path))
+
+
+def check_contract(out_dir: Path, vocab_size: int, tokenizer_digest: str, eot_id: int) -> pd.DataFrame:
+    """One row of facts per shard: those in the manifest, and any other `.bin` file in `out_dir`."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    listed = {shard["name"]: shard for shard in manifest["shards"]}
+    unlisted = sorted(p.name for p in out_dir.glob("*.bin") if p.name not in listed)
+    digests = {"tokenizer_digest": manifest.get("tokenizer_digest"), "expected_digest": tokenizer_digest}
+    rows = [_facts(out_dir / name, listed.get(name), manifest, vocab_size, eot_id) | digests
+            for name in [*listed, *unlisted]]
+    # nullable integers: a shard missing from the manifest has no manifest counts, and the others stay ints
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"manifest_tokens": "Int64", "manifest_documents": "Int64"})
+
+
+def _facts(path: Path, listed: dict | None, manifest: dict, vocab_size: int, eot_id: int) -> dict:
+    dtype = _shard_dtype(manifest, path.name)
+    tokens = _tokens(path, dtype) if path.exists() else np.zeros(0, dtype=dtype)
+    offsets = np.load(index_path(path)) if index_path(path).exists() else np.zeros(0, dtype=np.int64)
+    eots = tokens == eot_id
+    return {"name": path.name, "split": path.name.rsplit("-", 1)[0], "dtype": dtype.name,
+            "expected_dtype": token_dtype(vocab_size).name, "tokens": len(tokens),
+            "manifest_tokens": listed["tokens"] if listed else None, "documents": max(len(offsets) - 1, 0),
+            "manifest_documents": listed["documents"] if listed else None, "eot_count": int(eots.sum()),
+            "ends_with_eot": bool(len(tokens) and tokens[-1] == eot_id),
+            "offsets_valid": _offsets_valid(offsets, eots), "max_id": int(tokens.max()) if len(tokens) else -1,
+            "vocab_size": vocab_size, "empty": len(tokens) == 0}
+
+
+def _offsets_valid(offsets: np.ndarray, eots: np.ndarray) -> bool:
+    """Random access is only right if the offsets start at 0, end at the token count, never go backwards,
+    and each document's last token is the EOT."""
+    if len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != len(eots) or (np.diff(offsets) <= 0).any():
+        return False
+    return bool(eots[offsets[1:] - 1].all())
+
+
+def _shard_dtype(manifest: dict, name: str) -> np.dtype:
+    """The dtype the shard was written with (the manifest's, per shard): a raw .bin file does not say."""
+    shard = next((s for s in manifest["shards"] if s["name"] == name), {})
+    return np.dtype(shard.get("dtype", manifest["dtype"]))
+
+
+def _tokens(path: Path, dtype: np.dtype) -> np.ndarray:
+    count = path.stat().st_size // dtype.itemsize
+    if count == 0:  # an empty file cannot be memory-mapped
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+
+
+def violations(table: pd.DataFrame) -> list[str]:
+    """The contract's rules over `check_contract`'s table: one message per broken rule and shard."""
+    if table.empty:
+        return ["no shards: expected at least one token shard, found none"]
+    return [message for row in table.itertuples(index=False) for message in _row_violations(row)]
+
+
+def _row_violations(row) -> list[str]:
+    listed = not pd.isna(row.manifest_tokens)
+    rules = [
+        ("not empty", not row.empty, "at least one token", "0 tokens"),
+        ("ids below vocab size", row.max_id < row.vocab_size, f"every id < {row.vocab_size}", f"id {row.max_id}"),
+        ("one EOT per document", row.eot_count == row.documents, f"{row.documents} EOT ids (one per document)",
+         f"{row.eot_count}"),
+        ("ends with EOT", row.empty or row.ends_with_eot, "the last token to be the EOT id", "another id"),
+        ("offsets", row.empty or row.offsets_valid, "offsets from 0 to the token count, each document ending "
+         "in EOT", "offsets that do not"),
+        ("dtype", row.dtype == row.expected_dtype, row.expected_dtype, row.dtype),
+        ("listed in manifest", listed, "an entry in manifest.json", "none"),
+        ("manifest tokens", not listed or row.tokens == row.manifest_tokens,
+         f"{row.manifest_tokens} tokens (manifest)", f"{row.tokens} in the shard"),
+        ("manifest documents", not listed or row.documents == row.manifest_documents,
+         f"{row.manifest_documents} documents (manifest)", f"{row.documents} in the index"),
+        ("tokenizer digest", row.tokenizer_digest == row.expected_digest, row.expected_digest, row.tokenizer_digest),
+    ]
+    return [f"{row.name}: rule '{rule}': expected {expected}, found {found}"
+            for rule, holds, expected, found in rules if not holds]
