@@ -1,6 +1,7 @@
 """Throughput of the tokenize stage's pack() against raw `tokenizers` batch encoding of the same texts.
 
-    DO_NOT_TRACK=1 .venv/bin/python benchmarks/tokenize_throughput.py [--mb 30] [--workers 1 2] [--tokenizer DIR]
+    DO_NOT_TRACK=1 .venv/bin/python benchmarks/tokenize_throughput.py [--mb 30] [--workers 1 2] [--rounds 2]
+        [--tokenizer DIR]
 
 Input: mix-like Parquet shards (columns id, text, source, domain, quality, url, epoch; 2,000 documents each)
 built from the curated texts in $LLM_LIFECYCLE_DATA_DIR/curated (default ../shared/data): the Gutenberg
@@ -14,10 +15,12 @@ validation: ~2% of 5%) with special-token text encoded as text, in batches of 25
 - raw:  Tokenizer.encode_batch_fast / encode_batch over texts already in memory (Parquet read not timed),
         the Rust side's own thread pool on every core, results counted and dropped;
 - pack: components.tokenize.pack() from Parquet shards to merged, hashed .bin shards and manifest, wall clock,
-        on the local executor with each --workers value.
-Each measurement runs in a fresh (spawned) interpreter, raw and pack alternately, twice each; the best is kept.
+        on the local executor with each --workers value (workers=1: in this process, the Rust thread pool on
+        every core; more: one encoding thread per worker process).
+Each measurement runs in a fresh (spawned) interpreter, raw and pack alternately, --rounds times each; the best
+is kept.
 Token rates count document tokens (EOTs excluded). Wall-clock rates depend on what else the machine runs;
-tokens per CPU-second (this process's threads and its worker processes) much less.
+tokens per CPU-second (this process's threads and its worker processes) somewhat less.
 """
 from __future__ import annotations
 
@@ -143,6 +146,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=30)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--tokenizer", type=Path)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tokenize-bench-"))
     try:
@@ -154,14 +158,14 @@ def main() -> None:
         print(f"input: {len(texts)} documents, {mb:.1f} MB of text, {sum(map(len, inputs.values()))} shards; "
               f"vocab {Tokenizer.from_file(str(tokenizer_dir / 'tokenizer.json')).get_vocab_size()}; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before")
-        report(tokenizer_dir, inputs, args.workers, work / "out")
+        report(tokenizer_dir, inputs, args.workers, args.rounds, work / "out")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(tokenizer_dir: Path, inputs: dict, workers: list[int], out: Path) -> None:
+def report(tokenizer_dir: Path, inputs: dict, workers: list[int], rounds: int, out: Path) -> None:
     runs = {"raw encode_batch_fast": [], "raw encode_batch": [], **{f"pack workers={w}": [] for w in workers}}
-    for _ in range(2):  # alternate, so a burst of load from elsewhere does not favour one side
+    for _ in range(rounds):  # alternate, so a burst of load from elsewhere does not favour one side
         runs["raw encode_batch_fast"].append(fresh(raw, tokenizer_dir, inputs, True))
         runs["raw encode_batch"].append(fresh(raw, tokenizer_dir, inputs, False))
         for w in workers:
@@ -176,7 +180,8 @@ def report(tokenizer_dir: Path, inputs: dict, workers: list[int], out: Path) -> 
         print(f"{name:24}{seconds:8.2f}{cpu:8.2f}{tokens:10d}{docs:7d}{rate[name] / 1e6:8.2f}{docs / seconds:8.0f}"
               f"{rate[name] / rate[baseline]:6.2f}x{per_cpu[name] / 1e6:12.2f}"
               f"{per_cpu[name] / per_cpu[baseline]:6.2f}x")
-    print("best of 2 runs each; ratio: against raw encode_batch_fast (wall: tokens/s; CPU: tokens per CPU-second)")
+    print(f"best of {rounds} runs each; ratio: against raw encode_batch_fast "
+          "(wall: tokens/s; CPU: tokens per CPU-second)")
 
 
 if __name__ == "__main__":

@@ -14,4 +14,6 @@ class TokenizeParams(StrictModel):
     shard_tokens: int = Field(50_000_000, gt=0, description="most tokens per output shard, cut at document "
                               "boundaries (a single longer document gets a shard of its own)")
     batch_docs: int = Field(256, gt=0, description="documents per Parquet record batch and encode_batch call")
-    executor: ExecutorParams = ExecutorParams()
+    executor: ExecutorParams = Field(ExecutorParams(), description="one task per input shard; a worker process "
+                                     "encodes on one thread, so use as many workers as cores (one worker: this "
+                                     "process, on the tokenizer's thread pool)")

@@ -82,7 +82,7 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     from tasks.tracking import client
 
     outcomes, states = run()
-    assert states == dict.fromkeys(["ingest", "curate", "clean", "mix"], "Completed")
+    assert states == dict.fromkeys(["ingest", "curate", "clean", "mix", "tokenizer", "tokenize"], "Completed")
     by_stage = {o["stage"]: o for o in outcomes}
 
     # the stage run carries the lineage tags, matching dvc.lock
@@ -121,6 +121,16 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     cli = subprocess.run([Path(sys.executable).parent / "llm-lifecycle", "lineage", by_stage["mix"]["run_id"]],
                          capture_output=True, text=True, check=True).stdout
     assert "stage mix" in cli and "stage clean" in cli and "stage ingest" in cli and "raw source" in cli
+
+    # the token shards honour their contract with the tokenizer that made them
+    from components.tokenize import check_contract, read_manifest, violations
+    from components.tokenizer import tokenizer_digest
+
+    manifest = read_manifest(ws / "data/tokenize")
+    assert manifest["tokenizer_digest"] == tokenizer_digest(ws / "data/tokenizer")
+    assert violations(check_contract(ws / "data/tokenize", manifest["vocab_size"], manifest["tokenizer_digest"],
+                                     manifest["eot_id"])) == []
+    assert manifest["splits"]["train"]["tokens"] > 100_000 and manifest["splits"]["val"]["tokens"] > 0
 
     pushed = subprocess.run([Path(sys.executable).parent / "dvc", "status", "--cloud"], cwd=ws,
                             capture_output=True, text=True, check=True).stdout
