@@ -59,7 +59,7 @@ class GopherQualityParams(StrictModel):
     max_bullet_lines_ratio: float | None = 0.9  # lines starting with a bullet
     max_ellipsis_lines_ratio: float | None = 0.3  # lines ending with an ellipsis
     min_alpha_words_ratio: float | None = 0.8  # tokens with a letter; datatrove's max_non_alpha_words_ratio
-    min_stop_words: int | None = 2  # occurrences of stop_words, repeats counted (as datatrove)
+    min_stop_words: int | None = 2  # distinct stop words present (Gopher: "at least two of"; datatrove too)
     stop_words: list[str] = STOP_WORDS
 
 
@@ -95,7 +95,7 @@ class GopherQuality(Filter):
         yield "max_ellipsis_lines_ratio", above(ratio(ellipsis_lines, len(lines)), p.max_ellipsis_lines_ratio)
         alpha_tokens = sum(any(c.isalpha() for c in t) for t in tokens)
         yield "min_alpha_words_ratio", below(ratio(alpha_tokens, len(tokens)), p.min_alpha_words_ratio)
-        yield "min_stop_words", below(sum(t in self.stop_words for t in tokens), p.min_stop_words)
+        yield "min_stop_words", below(len(self.stop_words.intersection(tokens)), p.min_stop_words)
 
 
 # -- Gopher repetition ------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ class C4Quality(Filter):
 STOP_CHARS = (".", "'", '"', "!", "?")
 
 
-class FineWebQualityParams(StrictModel):  # fields named after their rule; comparisons (<=, >=, >) as datatrove's
+class FineWebQualityParams(StrictModel):  # fields named after their rule; ours compare with <=, >= (datatrove 0.10.1: <, >)
     enabled: bool = True
     line_punct_ratio: float | None = 0.12  # remove if at most this share of lines ends in STOP_CHARS
     line_punct_exclude_zero: bool = False  # ...unless the share is 0 (pages without punctuation, e.g. poems)
