@@ -91,6 +91,31 @@ def ingest(
 
 
 @app.command()
+def clean(
+    records: Annotated[Path, typer.Option("--in", help="ingest output: records-*.parquet")],
+    curated: Annotated[Path, typer.Option(help="curate output: the quality classifier's positives")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+    preset: Annotated[str, typer.Option(help="preset from params.yaml")] = "tiny",
+    set_: Sets = None,
+) -> None:
+    """Clean crawl records outside the DAG, with the clean section of params.yaml (--set clean.KEY=VALUE)."""
+    from components.clean.params import CleanParams
+    from components.clean.pipeline import clean as clean_records
+    from components.storage import staged_dir
+    from tasks.dag import Workspace
+    from tasks.params import ParamsError, parse_overrides, resolve
+
+    try:
+        params = CleanParams.model_validate(resolve(Workspace(), preset, parse_overrides(set_ or []))["clean"])
+    except ParamsError as err:
+        _fail(str(err))
+    with staged_dir(out) as staging:
+        summary = clean_records(params, records, curated, staging)
+    kept = {step: s["docs_out"] for step, s in summary["steps"].items()}
+    typer.echo(f"{summary['documents']} documents → {out}; after each step: {json.dumps(kept)}")
+
+
+@app.command()
 def params(
     preset: Annotated[str, typer.Option(help="preset from params.yaml")] = "tiny",
     set_: Sets = None,

@@ -20,8 +20,8 @@ from tokenizers import Tokenizer
 
 from components.clean.executor import map_shards
 from components.tokenize.contract import check_contract, open_shard, read_manifest, violations
-from components.tokenize.pack import (EOT, INPUT_KINDS, SPLITS, Job, Settings, merge_pieces, token_dtype,
-                                      tokenize_shard)
+from components.tokenize.pack import (EOT, INPUT_KINDS, SPLITS, Job, Settings, merge_pieces, this_process,
+                                      token_dtype, tokenize_shard)
 from components.tokenize.params import TokenizeParams
 
 __all__ = ["TokenizeParams", "check_contract", "open_shard", "pack", "read_manifest", "violations"]
@@ -36,10 +36,12 @@ def pack(params: TokenizeParams, tokenizer_dir: Path, tokenizer_digest: str, inp
     vocab_size, eot_id = _vocabulary(tokenizer_file)
     dtype = token_dtype(vocab_size)
     out_dir = Path(out_dir)
+    if any(out_dir.glob("*.bin")) or (out_dir / "manifest.json").exists():  # stale shards would pass as ours
+        raise FileExistsError(f"{out_dir} already holds token shards; pack into an empty folder")
     pieces_dir = out_dir / ".pieces"  # on the output's filesystem: Dask workers elsewhere must see it too
     pieces_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(str(tokenizer_file), eot_id, dtype.name, params.seed, params.val_fraction,
-                        params.batch_docs, str(pieces_dir))
+                        params.batch_docs, str(pieces_dir), this_process())
     paths = [(kind, str(path)) for kind in INPUT_KINDS for path in inputs.get(kind, [])]
     jobs = [Job(index, kind, path) for index, (kind, path) in enumerate(paths)]
     results = map_shards(tokenize_shard, jobs, (settings,), params.executor, "tokenize", progress)

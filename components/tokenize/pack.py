@@ -12,8 +12,8 @@ the output bytes do not depend on the number of workers or on which finishes fir
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
+import socket
 from collections import Counter
 from functools import lru_cache
 from itertools import chain
@@ -44,6 +44,11 @@ class Settings(NamedTuple):
     val_fraction: float
     batch_docs: int
     pieces_dir: str
+    caller: str  # this_process() of pack's caller
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"  # Dask workers may run on other hosts
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -58,10 +63,6 @@ def index_path(shard: Path) -> Path:
 
 @lru_cache(maxsize=2)  # once per worker process, not once per input shard
 def load_tokenizer(tokenizer_file: str) -> Tokenizer:
-    if multiprocessing.parent_process() is not None:
-        # In an executor's worker the processes are the parallelism. A Rust thread pool of every core in each
-        # one oversubscribes the cores (idle pool threads spin): ~25% more CPU per token at 2 workers.
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = Tokenizer.from_file(tokenizer_file)
     # tokenizers matches special tokens written in the input text by default; a document containing the
     # text "<|end_of_text|>" would then end itself early. Document text is data: encode it as plain bytes.
@@ -87,6 +88,12 @@ def split_of(kind: str, doc_id: str, settings: Settings) -> str | None:
 
 def tokenize_shard(job: Job, settings: Settings) -> dict:
     """Step 1 for one input shard: returns its pieces (one per split it feeds) and how many documents it dropped."""
+    if this_process() != settings.caller:
+        # In an executor's worker the processes are the parallelism (the Python half of the work, converting and
+        # writing ids, runs on one thread per process); a Rust thread pool of every core in each of them would
+        # put workers x cores threads on the cores. In the caller's own process (one worker) the pool is the
+        # only parallelism, so it is left on.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_tokenizer(settings.tokenizer_file)
     writers: dict[str, PieceWriter] = {}
     dropped = 0
@@ -103,7 +110,7 @@ def tokenize_shard(job: Job, settings: Settings) -> dict:
             writers[splits[k]].add(encoding.ids, docs["source"][k], docs["domain"][k])
         for writer in writers.values():
             writer.flush()
-    pieces = [writers[split].close() | {"split": split, "input": job.index} for split in SPLITS if split in writers]
+    pieces = [writers[split].close() | {"split": split} for split in SPLITS if split in writers]
     return {"pieces": pieces, "dropped_val_documents": dropped}
 
 
@@ -142,7 +149,7 @@ class PieceWriter:
 
 def merge_pieces(pieces: list[dict], out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int) -> list[dict]:
     """Step 2 for one split: the pieces, in input order, as shards of at most `shard_tokens` tokens."""
-    sink = ShardSink(out_dir, split, dtype, shard_tokens)
+    sink = ShardSink(out_dir, split, dtype)
     for piece in pieces:
         offsets = np.load(index_path(Path(piece["bin"])))
         tokens = np.memmap(piece["bin"], dtype=dtype, mode="r", shape=(int(offsets[-1]),))
@@ -150,7 +157,7 @@ def merge_pieces(pieces: list[dict], out_dir: Path, split: str, dtype: np.dtype,
         while start < len(offsets) - 1:
             room = shard_tokens - sink.tokens
             end = int(np.searchsorted(offsets, offsets[start] + room, side="right")) - 1  # whole documents that fit
-            if end == start and sink.tokens:
+            if end <= start and sink.tokens:  # the next document does not fit (room may be < 0 after a long one)
                 sink.finish()
                 continue
             end = max(end, start + 1)  # a document longer than a whole shard: a shard of its own
@@ -164,8 +171,8 @@ def merge_pieces(pieces: list[dict], out_dir: Path, split: str, dtype: np.dtype,
 class ShardSink:
     """Writes `<split>-NNNNN.bin` and its `.idx.npy`, hashing the bytes as they are written."""
 
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int):
-        self.out_dir, self.split, self.dtype, self.shard_tokens = out_dir, split, dtype, shard_tokens
+    def __init__(self, out_dir: Path, split: str, dtype: np.dtype):
+        self.out_dir, self.split, self.dtype = out_dir, split, dtype
         self.shards: list[dict] = []
         self.file = None  # opened by the first write, so a split without documents leaves no empty shard
         self.tokens = 0

@@ -125,6 +125,15 @@ def test_output_bytes_do_not_depend_on_the_run_or_the_number_of_workers(packed, 
     assert reseeded["splits"]["val"] != manifest["splits"]["val"]
 
 
+def test_a_document_longer_than_a_shard_gets_a_shard_of_its_own(tokenizer_dir, inputs, tmp_path):
+    manifest = pack(PARAMS.model_copy(update={"shard_tokens": 100}), tokenizer_dir, DIGEST, inputs, tmp_path, False)
+    oversized = [shard for shard in manifest["shards"] if shard["tokens"] > 100]
+    assert oversized and all(shard["documents"] == 1 for shard in oversized)
+    assert violations(check_contract(tmp_path, 500, DIGEST, EOT_ID)) == []
+    with pytest.raises(FileExistsError, match="already holds token shards"):
+        pack(PARAMS, tokenizer_dir, DIGEST, inputs, tmp_path, progress=False)
+
+
 def test_special_token_text_in_a_document_is_encoded_as_text(packed, tokenizer_dir):
     raw = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     assert EOT_ID in raw.encode(LITERAL, add_special_tokens=False).ids  # the trap: parsed by default
