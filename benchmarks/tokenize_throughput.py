@@ -3,7 +3,7 @@
     DO_NOT_TRACK=1 .venv/bin/python benchmarks/tokenize_throughput.py [--mb 30] [--workers 1 2] [--rounds 2]
         [--tokenizer DIR]
 
-Input: mix-like Parquet shards (columns id, text, source, domain, quality, url, epoch; 2,000 documents each)
+Input: mix-like Parquet shards (columns id, text, source, domain, quality, url, epoch; 1,000 documents each)
 built from the curated texts in $LLM_LIFECYCLE_DATA_DIR/curated (default ../shared/data): the Gutenberg
 novels and Tiny Shakespeare in ~4,000-character chunks, WikiText-2 articles and the C4 demo documents,
 repeated (as further epochs) until the text reaches --mb megabytes. 95% of them are pretraining shards and
@@ -44,7 +44,7 @@ from components.tokenize.pack import load_tokenizer
 
 DATA = Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
-SHARD_DOCS = 2000
+SHARD_DOCS = 1000  # a real mix has many shards (10,000 documents each): enough here to keep workers busy
 
 
 def curated_documents() -> list[tuple[str, str, str]]:

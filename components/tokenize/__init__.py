@@ -19,12 +19,14 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from components.clean.executor import map_shards
-from components.tokenize.contract import check_contract, open_shard, read_manifest, violations
+from components.tokenize.contract import (ContractError, check_contract, open_shard, read_manifest,
+                                          require_compatible, violations)
 from components.tokenize.pack import (EOT, INPUT_KINDS, SPLITS, Job, Settings, merge_pieces, this_process,
                                       token_dtype, tokenize_shard)
 from components.tokenize.params import TokenizeParams
 
-__all__ = ["TokenizeParams", "check_contract", "open_shard", "pack", "read_manifest", "violations"]
+__all__ = ["ContractError", "TokenizeParams", "check_contract", "open_shard", "pack", "read_manifest",
+           "require_compatible", "violations"]
 
 
 def pack(params: TokenizeParams, tokenizer_dir: Path, tokenizer_digest: str, inputs: dict[str, list[Path]],

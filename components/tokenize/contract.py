@@ -110,3 +110,20 @@ def _row_violations(row) -> list[str]:
     ]
     return [f"{row.name}: rule '{rule}': expected {expected}, found {found}"
             for rule, holds, expected, found in rules if not holds]
+
+
+class ContractError(ValueError):
+    """Token shards that a model with this vocabulary and tokenizer must not train on."""
+
+
+def require_compatible(out_dir: Path, vocab_size: int, tokenizer_digest: str) -> dict:
+    """What training calls before reading shards: returns the manifest, or refuses with every broken rule
+    (another vocabulary size, another tokenizer, a missing EOT, ...) named with what was expected and found."""
+    manifest = read_manifest(out_dir)
+    problems = violations(check_contract(out_dir, vocab_size, tokenizer_digest, manifest["eot_id"]))
+    if manifest["vocab_size"] != vocab_size:
+        problems.insert(0, f"manifest: the shards were made with a {manifest['vocab_size']}-token vocabulary, "
+                           f"the model has {vocab_size}")
+    if problems:
+        raise ContractError(f"refusing the token shards in {out_dir}:\n  " + "\n  ".join(problems))
+    return manifest

@@ -19,6 +19,8 @@ def expectations(params=None) -> list:
         # one end-of-text token per document, and the shard ends with one
         equal(column_A="eot_count", column_B="documents"),
         gxe.ExpectColumnValuesToBeInSet(column="ends_with_eot", value_set=[True]),
+        # offsets run from 0 to the token count and every document ends with the EOT
+        gxe.ExpectColumnValuesToBeInSet(column="offsets_valid", value_set=[True]),
         equal(column_A="tokens", column_B="manifest_tokens"),
         equal(column_A="documents", column_B="manifest_documents"),
         equal(column_A="tokenizer_digest", column_B="expected_digest"),

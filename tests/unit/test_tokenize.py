@@ -11,7 +11,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from components.clean.executor import ExecutorParams
-from components.tokenize import TokenizeParams, check_contract, open_shard, pack, violations
+from components.tokenize import (ContractError, TokenizeParams, check_contract, open_shard, pack, read_manifest,
+                                 require_compatible, violations)
 from components.tokenize.pack import load_tokenizer
 
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
@@ -198,6 +199,15 @@ def test_a_shard_from_another_tokenizer_is_refused(packed):
     shards = json.loads((packed[0] / "manifest.json").read_text())["shards"]
     assert messages == [f"{s['name']}: rule 'tokenizer digest': expected sha256:another, found {DIGEST}"
                         for s in shards]
+
+
+def test_a_model_with_another_vocabulary_or_tokenizer_refuses_the_shards(packed):
+    vocab = read_manifest(packed[0])["vocab_size"]
+    assert require_compatible(packed[0], vocab, DIGEST)["tokenizer_digest"] == DIGEST
+    with pytest.raises(ContractError, match=rf"made with a {vocab}-token vocabulary, the model has 32000"):
+        require_compatible(packed[0], 32000, DIGEST)
+    with pytest.raises(ContractError, match="rule 'tokenizer digest': expected sha256:another"):
+        require_compatible(packed[0], vocab, "sha256:another")
 
 
 def test_a_stray_shard_and_no_shards_are_violations(packed, tmp_path):
