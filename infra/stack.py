@@ -160,7 +160,7 @@ def status() -> tuple[str, bool]:
         return "stack is down", False
     lines, healthy = [], True
     for name, svc in state["services"].items():
-        alive = _alive(svc["pid"])
+        alive = group_alive(svc["pid"])
         ok = alive and _healthy(svc.get("health"))
         healthy &= ok
         where = svc.get("health") or f"pool {POOL}"
@@ -189,22 +189,15 @@ def _stop_group(pid: int, grace_s: float = 10) -> None:
             return
         deadline = time.monotonic() + grace_s / 2
         while time.monotonic() < deadline:
-            if not _group_alive(pid):
+            if not group_alive(pid):
                 return
             time.sleep(0.2)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of a service's group (it leads its own session) is still running."""
     try:
         os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
         return True
     except ProcessLookupError:
         return False

@@ -41,6 +41,19 @@ def first_failed(checks: Iterable[tuple[str, bool]]) -> str | None:
     return next((rule for rule, failed in checks if failed), None)
 
 
+class RuleFilter(Filter):
+    """A filter made of named rules: `checks(text)` yields (rule, failed) pairs; the first failure removes."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def __call__(self, doc: Doc) -> str | None:
+        return first_failed(self.checks(doc.text)) if self.params.enabled else None
+
+    def checks(self, text: str) -> Iterator[tuple[str, bool]]:
+        raise NotImplementedError
+
+
 # -- Gopher quality ---------------------------------------------------------------------------------------------
 
 STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]  # Gopher's list; matched case-sensitively
@@ -63,17 +76,14 @@ class GopherQualityParams(StrictModel):
     stop_words: list[str] = STOP_WORDS
 
 
-class GopherQuality(Filter):
+class GopherQuality(RuleFilter):
     """Rules: the name of the field whose threshold the document crosses (e.g. "min_doc_words")."""
 
     name = "gopher_quality"
 
     def __init__(self, params: GopherQualityParams = GopherQualityParams()):
-        self.params = params
+        super().__init__(params)
         self.stop_words = frozenset(params.stop_words)
-
-    def __call__(self, doc: Doc) -> str | None:
-        return first_failed(self.checks(doc.text)) if self.params.enabled else None
 
     def checks(self, text: str) -> Iterator[tuple[str, bool]]:
         p = self.params
@@ -116,17 +126,14 @@ class GopherRepetitionParams(StrictModel):
     dup_n_grams: dict[int, float] = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}  # chars in repeats
 
 
-class GopherRepetition(Filter):
+class GopherRepetition(RuleFilter):
     """Rules: "dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac", "top_{n}_gram",
     "duplicated_{n}_n_grams" (datatrove's names; a rule is off when its field is None or its n is left out)."""
 
     name = "gopher_repetition"
 
     def __init__(self, params: GopherRepetitionParams = GopherRepetitionParams()):
-        self.params = params
-
-    def __call__(self, doc: Doc) -> str | None:
-        return first_failed(self.checks(doc.text)) if self.params.enabled else None
+        super().__init__(params)
 
     def checks(self, text: str) -> Iterator[tuple[str, bool]]:
         p, n_chars = self.params, len(text)
@@ -273,16 +280,13 @@ class FineWebQualityParams(StrictModel):  # fields named after their rule; ours 
     list_ratio: float | None = 0.3  # remove if there are more newlines per word (lists, menus)
 
 
-class FineWebQuality(Filter):
+class FineWebQuality(RuleFilter):
     """Rules: "line_punct_ratio", "short_line_ratio", "char_dup_ratio", "list_ratio"."""
 
     name = "fineweb"
 
     def __init__(self, params: FineWebQualityParams = FineWebQualityParams()):
-        self.params = params
-
-    def __call__(self, doc: Doc) -> str | None:
-        return first_failed(self.checks(doc.text)) if self.params.enabled else None
+        super().__init__(params)
 
     def checks(self, text: str) -> Iterator[tuple[str, bool]]:
         p = self.params

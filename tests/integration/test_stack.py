@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.stack import group_alive
 from tests.conftest import make_workspace
 
 BIN = Path(sys.executable).parent
@@ -18,14 +19,6 @@ BIN = Path(sys.executable).parent
 def cli(*args: str, env: dict, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / args[0]), *args[1:]], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 @pytest.mark.stack
