@@ -86,6 +86,8 @@ class Workspace:
 
     def changes(self, name: str) -> str | None:
         """Why DVC would rerun this stage (None when its code, params and inputs match dvc.lock)."""
+        if not self.lock_entry(name):
+            return "first run (no entry in dvc.lock)"
         with self.dvc() as repo:
             status = repo.status(targets=[name])
         return _describe(status.get(f"dvc.yaml:{name}") or status.get(name))

@@ -19,3 +19,6 @@ class TokenizerParams(StrictModel):
     model_max_length: int = Field(
         2048, gt=0, description="the model's context length; transformers warns when an encoding is longer")
     seed: int = Field(1, description="salts the id hash that picks the sample and the held-out documents")
+    roundtrip_docs: int | None = Field(
+        100_000, gt=0, description="documents of the mix whose exact round trip the stage's gate checks "
+                                   "(all of them when null; the tiny mix has ≈ 1,500)")

@@ -2,7 +2,11 @@
 tokenizers. The tokenizer stage writes the result as a table that its gate checks."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Iterator
+
 import pandas as pd
+import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 ADVERSARIAL = [
@@ -30,3 +34,16 @@ def roundtrip_table(tokenizer: Tokenizer, texts: dict[str, str]) -> pd.DataFrame
         "tokens": [len(e.ids) for e in encodings],
         "exact": [tokenizer.decode(e.ids, skip_special_tokens=False) == v for e, v in zip(encodings, values)],
     })
+
+
+def mix_texts(shards: list[Path], limit: int | None) -> Iterator[tuple[str, str]]:
+    """(id, text) of the mix's documents, each once (epoch 0), in shard order, at most `limit` of them."""
+    count = 0
+    for shard in shards:
+        for batch in pq.ParquetFile(shard).iter_batches(columns=["id", "text", "epoch"]):
+            for doc_id, text, epoch in zip(*(batch.column(c).to_pylist() for c in ("id", "text", "epoch"))):
+                if epoch == 0:
+                    if limit is not None and count >= limit:
+                        return
+                    count += 1
+                    yield doc_id, text
