@@ -28,7 +28,7 @@ def llm_lifecycle(
         push: push the outputs to the DVC remote after a successful run.
         lock_wait_s: how long to wait for another run on the same workspace to finish.
     """
-    session, lock = open_session(Workspace(), preset, overrides or {}, lock_wait_s)
+    session = open_session(Workspace(), preset, overrides or {}, lock_wait_s)
     failed = None
     try:
         for name in session.plan(stages):
@@ -44,5 +44,5 @@ def llm_lifecycle(
         failed = err
         raise
     finally:
-        close_session(session, lock, failed)
+        close_session(session, failed)
     return session.outcomes

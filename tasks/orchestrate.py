@@ -28,7 +28,6 @@ from tasks.dag import StageError, Workspace
 from tasks.params import digest, resolve, write_effective
 from tasks.stage import EXIT_TRANSIENT
 
-
 BIN = os.path.dirname(sys.executable)  # this environment's dvc and llm-lifecycle
 
 
@@ -49,6 +48,7 @@ class Session:
     ws: Workspace
     params: dict
     run_id: str
+    lock: FileLock
     outcomes: list[dict] = field(default_factory=list)
 
     def plan(self, stages: list[str] | None) -> list[str]:
@@ -58,7 +58,7 @@ class Session:
         return [n for n in names if not stages or n in stages]
 
 
-def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wait_s: float) -> tuple[Session, FileLock]:
+def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wait_s: float) -> Session:
     lock = _acquire(ws, lock_wait_s)
     try:
         params = resolve(ws, preset, overrides)
@@ -73,7 +73,7 @@ def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wai
     except BaseException:
         lock.release()
         raise
-    return Session(ws, params, run_id), lock
+    return Session(ws, params, run_id, lock)
 
 
 def _acquire(ws: Workspace, wait_s: float) -> FileLock:
@@ -217,12 +217,12 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def close_session(session: Session, lock: FileLock, failed: BaseException | None) -> None:
+def close_session(session: Session, failed: BaseException | None) -> None:
     try:
         publish_summary(session, failed)
         tracking.end_run(session.run_id, ok=failed is None)
     finally:
-        lock.release()
+        session.lock.release()
 
 
 def failed_outcome(name: str, error: BaseException) -> dict:
