@@ -145,6 +145,43 @@ def lineage(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="p
     typer.echo(json.dumps(tree, indent=2) if as_json else lin.render(tree))
 
 
+@app.command("plan")
+def plan_compute(
+    params: Annotated[Optional[float], typer.Option(help="model parameters N, e.g. 405e9")] = None,
+    tokens: Annotated[Optional[float], typer.Option(help="training tokens D, e.g. 15.6e12")] = None,
+    flops: Annotated[Optional[float], typer.Option(help="FLOP budget C; alone, it is split compute-optimally")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="with --d-model --seq-len: add the attention FLOPs")] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="model width, for the attention term")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="context length, for the attention term")] = None,
+    gpu: Annotated[Optional[str], typer.Option(help="h100, h200 or a100 (bf16 dense peak)")] = None,
+    gpus: Annotated[Optional[float], typer.Option(help="GPUs training in parallel [1024]")] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="override the GPU's peak TFLOP/s")] = None,
+    mfu: Annotated[Optional[float], typer.Option(help="model FLOPs utilisation [0.4]")] = None,
+    achieved_tflops: Annotated[Optional[float], typer.Option(help="achieved TFLOP/s per GPU (instead of --mfu)")] = None,
+    usd_per_gpu_hour: Annotated[Optional[float], typer.Option(help="price of one GPU-hour [2]")] = None,
+    watts_per_gpu: Annotated[Optional[float], typer.Option(help="GPU power [700 H100/H200, 400 A100]")] = None,
+    pue: Annotated[Optional[float], typer.Option(help="datacentre power usage effectiveness [1.2]")] = None,
+    grid_kgco2e_per_kwh: Annotated[Optional[float], typer.Option(help="grid carbon intensity [0.4]")] = None,
+    chinchilla_tokens_per_param: Annotated[Optional[float], typer.Option(help="compute-optimal ratio [20]")] = None,
+    inference_tokens_per_param: Annotated[Optional[float], typer.Option(help="inference-aware ratio [150]")] = None,
+    law: Annotated[Optional[Path], typer.Option(help="fitted scaling law (JSON) for the compute-optimal split")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Back-of-the-envelope training plan: FLOPs, GPU-hours, days, cost, energy, CO2e, legal thresholds."""
+    from components.planner import PlanError, build, render
+
+    inputs = dict(params=params, tokens=tokens, flops=flops, layers=layers, d_model=d_model, seq_len=seq_len,
+                  gpu=gpu, gpus=gpus, peak_tflops=peak_tflops, mfu=mfu, achieved_tflops=achieved_tflops,
+                  usd_per_gpu_hour=usd_per_gpu_hour, watts_per_gpu=watts_per_gpu, pue=pue,
+                  grid_kgco2e_per_kwh=grid_kgco2e_per_kwh, chinchilla_tokens_per_param=chinchilla_tokens_per_param,
+                  inference_tokens_per_param=inference_tokens_per_param)
+    try:
+        result = build(inputs, law)
+    except PlanError as err:
+        _fail(str(err))
+    typer.echo(json.dumps(result, indent=2) if as_json else render(result))
+
+
 @stack_app.command("up")
 def stack_up(s3: Annotated[bool, typer.Option("--s3", help="add a loopback S3 server for DVC and MLflow")] = False) -> None:
     """Start Prefect server, worker and MLflow server on 127.0.0.1 and register the deployments."""

@@ -67,18 +67,18 @@ def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]
 
 
 def _validate(gate_suites: dict[str, str], out_dir: Path, params: BaseModel, report_dir: Path, run) -> None:
-    """Every file group of the output against its suite; all results saved, the first failure raised."""
-    results = {}
-    try:
-        for pattern, suite in gate_suites.items():
-            try:
-                results[pattern] = gates.validate(suite, out_dir, pattern=pattern, params=params)
-            except gates.GateFailed as failed:
-                results[pattern] = failed.result
-                raise
-    finally:
-        _write_json(report_dir / "validation.json", results)
-        run.log_reports(report_dir)
+    """Every file group of the output against its suite; the results saved, the first failure raised."""
+    results, failure = {}, None
+    for pattern, suite in gate_suites.items():
+        try:
+            results[pattern] = gates.validate(suite, out_dir, pattern=pattern, params=params)
+        except gates.GateFailed as failed:
+            results[pattern], failure = failed.result, failed
+            break
+    _write_json(report_dir / "validation.json", results)
+    if failure:
+        run.log_reports(report_dir)  # the failing result reaches MLflow before the stage stops
+        raise failure
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -18,8 +18,9 @@ class ModelParams(StrictModel):
         4, ge=1,
         description="the one size dial: transformer layers; width = depth * aspect_ratio (rounded up to a "
                     "multiple of head_dim), heads = width / head_dim, SwiGLU hidden ≈ 8/3 width. "
-                    "Presets: tiny depth 4 (width 256, CPU tests); gpu depth 16-24 (width 1024-1536, "
-                    "≈ 125M-350M parameters with a 32k vocabulary); multi-node depth 32+ (width 2048+, ≥ 1B)")
+                    "Presets, with a 32k vocabulary, untied: tiny depth 4 (width 256, 20M, CPU tests); gpu depth "
+                    "12-16 (width 768-1024, 134M-270M; depth 24 is 780M); multi-node depth 32+ "
+                    "(width 2048, 1.75B)")
     aspect_ratio: int = Field(
         64, ge=1, description="width per layer: 64 keeps the shape of GPT-2/Llama-class models (d/L ≈ 64-128)")
     head_dim: int = Field(64, ge=8, description="channels per attention head; 64 for small models, 128 for ≥ 7B")
