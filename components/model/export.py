@@ -52,15 +52,15 @@ def _check_tokenizer(model: PreTrainedModel, tokenizer_dir: Path) -> None:
 
 def model_card(model: PreTrainedModel, extra_card: str = "") -> str:
     config = model.config
-    params = ModelParams(depth=config.num_hidden_layers, aspect_ratio=config.hidden_size // config.num_hidden_layers,
-                         head_dim=config.head_dim,
+    params = ModelParams(depth=config.num_hidden_layers, head_dim=config.head_dim,
+                         aspect_ratio=config.hidden_size // config.num_hidden_layers,
                          kv_heads_ratio=config.num_attention_heads // config.num_key_value_heads,
                          seq_len=config.max_position_embeddings, tie_embeddings=config.tie_word_embeddings,
                          rope_theta=config.rope_parameters["rope_theta"], norm_eps=config.rms_norm_eps)
     header = "\n".join(["---", "license: apache-2.0", "library_name: transformers",
                         "pipeline_tag: text-generation", "tags: [llm-lifecycle, llama, pretraining]", "---"])
     body = ("# llm-lifecycle model\n\nA Llama-architecture decoder (RMSNorm, RoPE, SwiGLU, no biases) trained "
-            "with [llm-lifecycle](https://github.com/). Chat turns use ChatML (`<|im_start|>` / `<|im_end|>`, "
+            "with llm-lifecycle. Chat turns use ChatML (`<|im_start|>` / `<|im_end|>`, "
             "the template is in `chat_template.jinja`).\n\n## Architecture\n\n"
             f"{describe(params, config.vocab_size)}\n")
     return "\n\n".join(part for part in (header, body, extra_card.strip()) if part) + "\n"
