@@ -21,7 +21,8 @@ def write_datacard(summary: dict, docs: pd.DataFrame, out: Path) -> list[str]:
     funnel = _funnel(summary["steps"])
     _plot_funnel(funnel, out / "funnel.png")
     _histogram(docs["chars"], "characters per document (log scale)", out / "lengths.png", log=True)
-    _histogram(docs["quality"], "quality score", out / "quality.png")
+    _histogram(docs["quality"], "quality score of kept documents (line: the cutoff)", out / "quality.png",
+               marker=summary["quality_cutoff"])
     _shares(docs["language"], "language", out / "languages.png")
     _shares(docs["domain"], "domain", out / "domains.png")
     (out / "datacard.md").write_text(_markdown(summary, funnel, docs))
@@ -52,7 +53,7 @@ def _plot_funnel(funnel: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _histogram(values: pd.Series, title: str, path: Path, log: bool = False) -> None:
+def _histogram(values: pd.Series, title: str, path: Path, log: bool = False, marker: float | None = None) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     values = values.dropna()
     if log and len(values):
@@ -62,6 +63,8 @@ def _histogram(values: pd.Series, title: str, path: Path, log: bool = False) -> 
     else:
         bins = 30
     ax.hist(values, bins=bins, color="#228833")
+    if marker is not None:
+        ax.axvline(marker, color="#aa3377", linestyle="--")
     ax.set_title(title)
     ax.set_ylabel("documents")
     fig.tight_layout()
