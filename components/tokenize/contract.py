@@ -9,9 +9,11 @@ Expectations suite checks those columns, and `violations` applies the same rules
   - dtype is the smallest that holds the vocabulary (the one training reads with)
   - the manifest's token and document counts equal the contents
   - the tokenizer digest is the one training uses
+  - the bytes are the ones the manifest's md5 names
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from components.tokenize.pack import index_path, token_dtype
 
 COLUMNS = ["name", "split", "dtype", "expected_dtype", "tokens", "manifest_tokens", "documents",
            "manifest_documents", "eot_count", "ends_with_eot", "offsets_valid", "max_id", "vocab_size",
-           "tokenizer_digest", "expected_digest", "empty"]
+           "tokenizer_digest", "expected_digest", "empty", "md5_matches"]
 
 
 def read_manifest(out_dir: Path) -> dict:
@@ -59,7 +61,17 @@ def _facts(path: Path, listed: dict | None, manifest: dict, vocab_size: int, eot
             "manifest_documents": listed["documents"] if listed else None, "eot_count": int(eots.sum()),
             "ends_with_eot": bool(len(tokens) and tokens[-1] == eot_id),
             "offsets_valid": _offsets_valid(offsets, eots), "max_id": int(tokens.max()) if len(tokens) else -1,
-            "vocab_size": vocab_size, "empty": len(tokens) == 0}
+            "vocab_size": vocab_size, "empty": len(tokens) == 0,
+            "md5_matches": bool(listed) and path.exists() and _md5(path) == listed.get("md5")}
+
+
+def _md5(path: Path) -> str:
+    """Catches edits that keep counts, dtype and id range intact (a swapped token, a reordered document)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _offsets_valid(offsets: np.ndarray, eots: np.ndarray) -> bool:
@@ -107,6 +119,7 @@ def _row_violations(row) -> list[str]:
         ("manifest documents", not listed or row.documents == row.manifest_documents,
          f"{row.manifest_documents} documents (manifest)", f"{row.documents} in the index"),
         ("tokenizer digest", row.tokenizer_digest == row.expected_digest, row.expected_digest, row.tokenizer_digest),
+        ("md5", not listed or row.md5_matches, "the md5 in manifest.json", "other bytes"),
     ]
     return [f"{row.name}: rule '{rule}': expected {expected}, found {found}"
             for rule, holds, expected, found in rules if not holds]

@@ -24,4 +24,5 @@ def expectations(params=None) -> list:
         equal(column_A="tokens", column_B="manifest_tokens"),
         equal(column_A="documents", column_B="manifest_documents"),
         equal(column_A="tokenizer_digest", column_B="expected_digest"),
+        gxe.ExpectColumnValuesToBeInSet(column="md5_matches", value_set=[True]),  # the bytes the manifest names
     ]

@@ -182,8 +182,17 @@ def emptied(out, name):
     return "not empty", "found 0 tokens"
 
 
+def two_tokens_swapped(out, name):
+    tokens = np.memmap(out / name, dtype=np.uint16, mode="r+")
+    i = next(i for i in range(len(tokens) - 1)
+             if tokens[i] != tokens[i + 1] and EOT_ID not in (tokens[i], tokens[i + 1]))
+    tokens[[i, i + 1]] = tokens[[i + 1, i]]  # counts, dtype, ids and EOTs all still fine
+    tokens.flush()
+    return "md5", "expected the md5 in manifest.json, found other bytes"
+
+
 @pytest.mark.parametrize("tamper", [id_beyond_vocab, trailing_eot_removed, written_as_uint32, manifest_count_off,
-                                    emptied])
+                                    emptied, two_tokens_swapped])
 def test_each_broken_rule_is_named_with_shard_expected_and_found(packed, tmp_path, tamper):
     out = tmp_path / "tokens"
     shutil.copytree(packed[0], out)
