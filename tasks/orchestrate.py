@@ -196,7 +196,8 @@ def publish_summary(session: Session, failed: BaseException | None) -> str:
     """A markdown table, per stage: status, duration, key metrics, MLflow link; in Prefect and MLflow."""
     rows = ["| stage | status | duration | key metrics | MLflow |", "|---|---|---|---|---|"]
     for o in session.outcomes:
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(o.get("metrics", {}).items())[:6])
+        shown = [(k, v) for k, v in o.get("metrics", {}).items() if k != "duration_s"][:6]  # has its own column
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in shown)
         link = f"[run]({o['run_url']})" if o.get("run_url") else o.get("run_id", "")
         for report in o.get("reports", []) if o.get("run_url") else []:
             link += f" · [{report.removesuffix('.md')}]({o['run_url']}/artifactPath/reports/{report})"
