@@ -10,7 +10,8 @@ from tqdm import tqdm
 from components.ingest.params import CrawlParams, Source
 from components.ingest.sources import SourceNotFound, expand_source, open_source
 from components.ingest.warc import Skip, read_warc
-from components.ingest.writer import ShardWriter, write_manifest
+from components.ingest.writer import SCHEMA, write_manifest
+from components.storage import ShardWriter
 
 __all__ = ["CrawlParams", "Source", "SourceNotFound", "ingest"]
 
@@ -25,7 +26,7 @@ def ingest(params: CrawlParams, out_dir: Path, *, progress: bool = True) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     # Expanded up front, so a mistyped source fails before hours of reading the others.
     files_by_source = [(source, expand_source(source, params)) for source in params.sources]
-    writer = ShardWriter(out_dir, params.shard_records)
+    writer = ShardWriter(out_dir, "records", params.shard_records, schema=SCHEMA)
     sources = []
     with tqdm(total=params.max_records, unit=" records", desc="ingest", disable=not progress, file=sys.stderr) as bar:
         for source, urls in files_by_source:
@@ -63,14 +64,14 @@ def _ingest_file(url: str, params: CrawlParams, writer: ShardWriter, bar: tqdm) 
 
 
 def _is_full(writer: ShardWriter, params: CrawlParams) -> bool:
-    return params.max_records is not None and writer.records >= params.max_records
+    return params.max_records is not None and writer.total_rows >= params.max_records
 
 
 def _manifest(writer: ShardWriter, sources: list[dict]) -> dict:
     files = [file for source in sources for file in source["files"]]
     skipped = sum((Counter(file["skipped"]) for file in files), Counter())
     return {
-        "records": writer.records,
+        "records": writer.total_rows,
         "html_bytes": sum(file["html_bytes"] for file in files),
         "shards": writer.shards,
         "skipped": dict(skipped),

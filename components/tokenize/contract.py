@@ -13,13 +13,13 @@ Expectations suite checks those columns, and `violations` applies the same rules
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from components.storage import file_md5
 from components.tokenize.pack import index_path, token_dtype
 
 COLUMNS = ["name", "split", "dtype", "expected_dtype", "tokens", "manifest_tokens", "documents",
@@ -62,16 +62,8 @@ def _facts(path: Path, listed: dict | None, manifest: dict, vocab_size: int, eot
             "ends_with_eot": bool(len(tokens) and tokens[-1] == eot_id),
             "offsets_valid": _offsets_valid(offsets, eots), "max_id": int(tokens.max()) if len(tokens) else -1,
             "vocab_size": vocab_size, "empty": len(tokens) == 0,
-            "md5_matches": bool(listed) and path.exists() and _md5(path) == listed.get("md5")}
-
-
-def _md5(path: Path) -> str:
-    """Catches edits that keep counts, dtype and id range intact (a swapped token, a reordered document)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            # catches edits that keep counts, dtype and id range intact (a swapped token, a reordered document)
+            "md5_matches": bool(listed) and path.exists() and file_md5(path) == listed.get("md5")}
 
 
 def _offsets_valid(offsets: np.ndarray, eots: np.ndarray) -> bool:

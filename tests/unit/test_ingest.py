@@ -63,11 +63,11 @@ def test_every_shared_file_keeps_the_html_warcio_counts(tmp_path, path):
 def test_shards_match_the_manifest(tmp_path):
     manifest = run(tmp_path, str(CRAWL / "dolma-sample-0000.warc.gz"), shard_records=5)
     out = tmp_path / "out"
-    assert [shard["records"] for shard in manifest["shards"]] == [5, 5, 5, 5, 2]
+    assert [shard["rows"] for shard in manifest["shards"]] == [5, 5, 5, 5, 2]
     assert sorted(p.name for p in out.glob("*.parquet")) == [shard["name"] for shard in manifest["shards"]]
     for shard in manifest["shards"]:
         path = out / shard["name"]
-        assert pq.read_metadata(path).num_rows == shard["records"]
+        assert pq.read_metadata(path).num_rows == shard["rows"]
         assert hashlib.md5(path.read_bytes()).hexdigest() == shard["md5"]
         assert path.stat().st_size == shard["bytes"]
     table = read_rows(out)
@@ -81,7 +81,7 @@ def test_max_records_stops_reading(tmp_path):
     files = [str(CRAWL / "dolma-sample-0000.warc.gz"), str(CRAWL / "resiliparse-warcfile.warc.gz")]
     manifest = run(tmp_path, *files, max_records=7, shard_records=5)
     assert manifest["records"] == 7
-    assert [shard["records"] for shard in manifest["shards"]] == [5, 2]
+    assert [shard["rows"] for shard in manifest["shards"]] == [5, 2]
     first, second = manifest["sources"]
     assert first["files"][0]["records_read"] < 48  # the file holds 48 records
     assert second["files"] == []
