@@ -133,8 +133,10 @@ def params(
 
 
 @app.command()
-def lineage(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """The upstream chain of an MLflow run: stages, their inputs and outputs, back to the raw sources."""
+def lineage(run_id: Annotated[str, typer.Argument(help="an MLflow run id, or models:/NAME/VERSION")],
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """The upstream chain of an MLflow run or registered model version: stages, their inputs and outputs,
+    back to the raw sources."""
     from tasks import lineage as lin
     from tasks.dag import Workspace
     from tasks.tracking import default_tracking_uri

@@ -11,7 +11,18 @@ import json
 from tasks.tracking import EXPERIMENT, TAG, client
 
 
+def resolve(ref: str) -> str:
+    """A run id, or a registered model version `models:/NAME/VERSION`: the run that produced it."""
+    if ref.startswith("models:/"):
+        name, _, version = ref.removeprefix("models:/").rpartition("/")
+        if not name or not version.isdigit():
+            raise ValueError(f"{ref!r}: write a model version as models:/NAME/VERSION, e.g. models:/llm-lifecycle-base/1")
+        return client().get_model_version(name, version).run_id
+    return ref
+
+
 def trace(run_id: str) -> dict:
+    run_id = resolve(run_id)
     run = client().get_run(run_id)
     tags = run.data.tags
     node = {

@@ -38,6 +38,7 @@ class StageContext:
     inputs: dict[str, Path]  # upstream stage → its published data folder
     out_dir: Path  # staging folder that becomes data/<stage> once the gate passes
     report_dir: Path  # reports/<stage>: small files for people and MLflow
+    state_dir: Path  # .llm-lifecycle/<stage>: kept between runs (e.g. checkpoints to resume from)
 
 
 def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]:
@@ -55,14 +56,17 @@ def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]
     report_dir.mkdir(parents=True, exist_ok=True)
     run = tracking.current_stage_run()
     started = time.monotonic()
+    state_dir = ws.state_dir / name
     with staged_dir(ws.root / spec.data_out) as out_dir:
-        ctx = StageContext(spec, params, inputs, out_dir, report_dir)
+        ctx = StageContext(spec, params, inputs, out_dir, report_dir, state_dir)
         metrics = dict(module.run(ctx, progress=progress))
         _validate(module.GATES, out_dir, params, report_dir, run)
         metrics["duration_s"] = round(time.monotonic() - started, 3)
         _write_json(report_dir / "metrics.json", metrics)
         run.log_metrics(metrics)
         run.log_reports(report_dir)
+    if hasattr(module, "published"):  # e.g. register the model: only once it passed its gate and is in place
+        module.published(StageContext(spec, params, inputs, ws.root / spec.data_out, report_dir, state_dir), run)
     return metrics
 
 

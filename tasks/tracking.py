@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -123,10 +124,37 @@ class _StageRun:
     def __init__(self, run_id: str | None):
         self.run_id = run_id
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.run_id and metrics:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            client().log_batch(self.run_id, metrics=[Metric(key, float(value), now, step)
+                                                     for key, value in metrics.items() if value is not None])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id:
-            for key, value in metrics.items():
-                client().log_metric(self.run_id, key, float(value))
+            for key, value in tags.items():
+                client().set_tag(self.run_id, f"{TAG}{key}", value)
+
+    def register_model(self, folder: Path, name: str, tags: dict[str, str], description: str) -> str | None:
+        """Log `folder` as the run's `model` artifacts and register them as a new version of model `name`
+        (created if new) carrying `tags`; returns the version, or None when not tracked."""
+        if not self.run_id:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        c = client()
+        c.log_artifacts(self.run_id, str(folder), artifact_path="model")
+        try:
+            c.create_registered_model(name, description="llm-lifecycle pretrained models")
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{c.get_run(self.run_id).info.artifact_uri.rstrip('/')}/model"
+        version = c.create_model_version(name, source, run_id=self.run_id, tags=tags, description=description)
+        self.set_tags({"registered_model": f"{name}/{version.version}"})
+        return version.version
 
     def log_reports(self, folder: Path) -> None:
         if self.run_id:

@@ -6,8 +6,8 @@ training stage wraps it for parallelism, this package does not. `describe(params
 the sizes a `depth` gives.
 """
 from components.model.config import ModelParams, build_model, llama_config
-from components.model.export import export_hf, model_card
+from components.model.export import export_hf, model_card, reload_difference
 from components.model.flops import describe, flops_per_token, parameter_count
 
 __all__ = ["ModelParams", "build_model", "describe", "export_hf", "flops_per_token", "llama_config",
-           "model_card", "parameter_count"]
+           "model_card", "parameter_count", "reload_difference"]

@@ -64,3 +64,14 @@ def model_card(model: PreTrainedModel, extra_card: str = "") -> str:
             "the template is in `chat_template.jinja`).\n\n## Architecture\n\n"
             f"{describe(params, config.vocab_size)}\n")
     return "\n\n".join(part for part in (header, body, extra_card.strip()) if part) + "\n"
+
+
+def reload_difference(model: PreTrainedModel, folder: Path, input_ids) -> float:
+    """The largest absolute logit difference between `model` and the folder loaded back by transformers
+    alone (`AutoModelForCausalLM`), on `input_ids`: 0 up to float noise when the export is faithful."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return (model(input_ids=input_ids).logits - reloaded(input_ids=input_ids).logits).abs().max().item()

@@ -12,76 +12,59 @@ checkpoint in charge.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import deepspeed
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from deepspeed.accelerator import get_accelerator
-from pydantic import Field
 
-from components.model import ModelParams, build_model
-from components.params import StrictModel
+from components.model import build_model, flops_per_token
 from components.tokenize import require_compatible
 from components.train.data import TokenWindows, split_shards, val_batches
+from components.train.evaluate import bits_per_byte, token_bytes
+from components.train.mfu import mfu, peak_flops
+from components.train.params import TrainConfig
 from components.train.schedule import in_decay, lr_at
 
 LATEST = "latest"  # the marker's name is DeepSpeed's own, so `load_checkpoint(dir)` finds it too
 
 
-class TrainConfig(StrictModel):
-    model: ModelParams = ModelParams()
-    vocab_size: int = Field(..., gt=0, description="the model's vocabulary; the token shards must match it")
-    tokenizer_digest: str = Field(..., description="digest of the tokenizer the shards must have been made with")
-    bos_id: int = 0
-    eos_id: int = 1
-    pad_id: int = 2
-    token_dir: Path
-    ckpt_dir: Path
-    steps: int = Field(..., gt=0, description="optimizer steps in the whole run (resumes included)")
-    micro_batch: int = Field(4, gt=0, description="sequences per rank per forward pass")
-    grad_accum: int = Field(1, gt=0, description="forward/backward passes per optimizer step")
-    lr: float = Field(3e-3, gt=0, description="peak learning rate")
-    warmup: int = Field(10, ge=0, description="linear warmup steps")
-    schedule: Literal["wsd", "cosine"] = "wsd"
-    decay_fraction: float = Field(0.2, ge=0, le=1, description="share of the steps the WSD decay takes; the "
-                                  "anneal split (if any) is trained on during it")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    weight_decay: float = Field(0.1, ge=0, description="AdamW decay of the matrices (not norms)")
-    zero_stage: Literal[1, 2, 3] = 2
-    bf16: bool = False
-    grad_clip: float = Field(1.0, ge=0, description="global gradient-norm clip; 0 disables")
-    ckpt_every: int = Field(0, ge=0, description="save every N steps (and always at the end); 0: only the end")
-    keep_last: int = Field(2, gt=0, description="checkpoints kept on disk; older ones are deleted")
-    seed: int = 0
-    log_every: int = Field(1, gt=0)
-    val_batches: int = Field(0, ge=0, description="validation batches scored at the end (0: none)")
-    step_pause_s: float = Field(0.0, ge=0, description="sleep after every step: slows a demo or test run so it "
-                                "can be interrupted at a known point; no effect on the results")
-    on_metrics: Callable[[dict], None] | None = Field(None, exclude=True, description="called on rank 0 every "
-                                                      "log_every steps with step, loss, lr, grad_norm, tokens_per_s")
-
-
 def deepspeed_config(cfg: TrainConfig, world: int) -> dict:
-    """The DeepSpeed config these settings mean (plain JSON; recorded next to the checkpoints)."""
-    return {
+    """`cfg.deepspeed` (a template from infra/deepspeed/) with its "auto" values filled from `cfg`: the batch
+    sizes, clipping, precision and ZeRO stage always come from the params, the rest (bucket sizes, overlap,
+    offload) from the template. Recorded next to the checkpoints."""
+    config = copy.deepcopy(cfg.deepspeed)
+    config.update({
         "train_micro_batch_size_per_gpu": cfg.micro_batch,
         "gradient_accumulation_steps": cfg.grad_accum,
         "train_batch_size": cfg.micro_batch * cfg.grad_accum * world,
         "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.bf16},
+        "bf16": {**config.get("bf16", {}), "enabled": cfg.bf16},
+        "zero_optimization": {**config.get("zero_optimization", {}), "stage": cfg.zero_stage},
         "steps_per_print": 10**9,  # progress goes through on_metrics, not DeepSpeed's logger
-        "wall_clock_breakdown": False,
-    }
+    })
+    config.setdefault("wall_clock_breakdown", False)
+    unfilled = [key for key, value in _walk(config) if value == "auto"]
+    if unfilled:
+        raise ValueError(f"DeepSpeed config keys left at 'auto' that no parameter fills: {', '.join(unfilled)}; "
+                         "give them values in the template")
+    return config
+
+
+def _walk(config: dict, prefix: str = ""):
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _walk(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -94,34 +77,52 @@ def train(cfg: TrainConfig) -> dict:
         (cfg.ckpt_dir / "ds_config.json").write_text(json.dumps(deepspeed_config(cfg, world), indent=2) + "\n")
     start = _resume(engine, cfg.ckpt_dir)
     data = _data(cfg, rank, world)
+    lengths = token_bytes(cfg.tokenizer_dir, cfg.vocab_size) if cfg.tokenizer_dir else None
     tokens_per_step = cfg.micro_batch * cfg.grad_accum * world * cfg.model.seq_len
-    loss = None
+    flops = flops_per_token(engine.module.config, cfg.model.seq_len)["train"]
+    peak = cfg.peak_flops or peak_flops(engine.device, cfg.bf16)[0]
+    loss, val = None, {}
     for step in range(start, cfg.steps):  # 0-based; step-N checkpoints hold N finished steps
         began = time.perf_counter()
         lr = _set_lr(engine, cfg, step)
         windows = data["anneal" if in_decay(step, cfg.steps, cfg.warmup, cfg.decay_fraction) else "train"]
         loss = _train_step(engine, windows, step, cfg.grad_accum)
         done = step + 1
-        if rank == 0 and cfg.on_metrics and (done % cfg.log_every == 0 or done == cfg.steps):
-            cfg.on_metrics({"step": done, "loss": loss, "lr": lr, "grad_norm": _grad_norm(engine),
-                            "tokens_per_s": tokens_per_step / (time.perf_counter() - began)})
+        row = {}
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            tokens_per_s = tokens_per_step / (time.perf_counter() - began)
+            row = {"loss": loss, "lr": lr, "grad_norm": _grad_norm(engine), "tokens_per_s": tokens_per_s,
+                   "mfu": mfu(flops, tokens_per_s, world, peak)}
+        if cfg.val_batches and (done == cfg.steps or (cfg.val_every and done % cfg.val_every == 0)):
+            val = _validate(engine, cfg, lengths, rank, world)
+            row |= val
+        if rank == 0 and cfg.on_metrics and row:
+            cfg.on_metrics({"step": done, **row})
         if done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
             save(engine, cfg.ckpt_dir, done, cfg.keep_last)
         if cfg.step_pause_s:
             time.sleep(cfg.step_pause_s)
-    val = _validate(engine, cfg, rank, world) if cfg.val_batches else None
-    return {"steps": cfg.steps, "resumed_from": start, "final_loss": loss, "val_loss": val,
-            "tokens": tokens_per_step * cfg.steps, "ckpt_dir": str(cfg.ckpt_dir)}
+    if cfg.val_batches and not val:  # resumed after the last step: nothing trained, still report validation
+        val = _validate(engine, cfg, lengths, rank, world)
+    return {"steps": cfg.steps, "resumed_from": start, "final_loss": loss, **val,
+            "tokens": tokens_per_step * cfg.steps, "world": world, "peak_flops": peak,
+            "train_flops_per_token": flops, "ckpt_dir": str(cfg.ckpt_dir)}
 
 
 def _engine(cfg: TrainConfig, world: int):
     model = build_model(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id, seed=cfg.seed)
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable()
     # Weight decay shrinks matrices toward 0; on norm gains (1-D) it would only fight the normalisation.
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
+    fused = {"fused": True} if torch.cuda.is_available() else {}  # one kernel for all tensors; CPU has none
     optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": cfg.weight_decay},
-                                   {"params": vectors, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+                                   {"params": vectors, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                                  **fused)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, world))
+    if cfg.compile:
+        engine.compile()
     return engine
 
 
@@ -142,10 +143,16 @@ def _set_lr(engine, cfg: TrainConfig, step: int) -> float:
     return lr
 
 
-def _loss(engine, batch: torch.Tensor) -> torch.Tensor:
+def _token_losses(engine, batch: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every next-token prediction in `batch`, shape (rows, seq_len)."""
     logits = engine(input_ids=batch[:, :-1]).logits
     # in float32 even under bf16: a log-softmax over the vocabulary in bf16 loses the small probabilities
-    return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+    return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="none").view(
+        batch.shape[0], -1)
+
+
+def _loss(engine, batch: torch.Tensor) -> torch.Tensor:
+    return _token_losses(engine, batch).mean()
 
 
 def _train_step(engine, windows: TokenWindows, step: int, grad_accum: int) -> float:
@@ -166,16 +173,30 @@ def _grad_norm(engine) -> float | None:
 
 
 @torch.no_grad()
-def _validate(engine, cfg: TrainConfig, rank: int, world: int) -> float | None:
+def _validate(engine, cfg: TrainConfig, lengths, rank: int, world: int) -> dict[str, float]:
+    """{val_loss} (mean nats per token) and, with the tokenizer's byte lengths, {val_bpb}, over the same
+    validation windows every time."""
     shards = split_shards(cfg.token_dir, "val")
-    sums = torch.zeros(2)  # loss sum, batches
+    sums = torch.zeros(4, dtype=torch.float64)  # loss sum, tokens, loss sum over text tokens, bytes
+    byte_table = torch.from_numpy(lengths) if lengths is not None else None
     if shards:
         engine.eval()
         for batch in val_batches(shards, cfg.model.seq_len, cfg.micro_batch, cfg.val_batches, rank, world):
-            sums += torch.tensor([_loss(engine, batch.to(engine.device)).float().item(), 1.0])
+            losses = _token_losses(engine, batch.to(engine.device)).double().cpu()
+            sums[0] += losses.sum()
+            sums[1] += losses.numel()
+            if byte_table is not None:
+                n_bytes = byte_table[batch[:, 1:]]
+                sums[2] += losses[n_bytes > 0].sum()
+                sums[3] += n_bytes.sum()
         engine.train()
     dist.all_reduce(sums)
-    return (sums[0] / sums[1]).item() if sums[1] else None
+    if not sums[1]:
+        return {}
+    result = {"val_loss": (sums[0] / sums[1]).item()}
+    if sums[3]:
+        result["val_bpb"] = bits_per_byte(sums[2].item(), sums[3].item())
+    return result
 
 
 # --- checkpoints ---

@@ -1,36 +1,29 @@
-"""Entry point of one training rank: `torchrun --standalone --nproc_per_node N -m components.train.run CFG.json`.
+"""Entry point of one training rank: `python -m components.train.run CFG.json` under a launcher
+(`components.train.launch.command`).
 
-CFG.json holds `TrainConfig`'s fields. Rank 0 appends every logged step to `ckpt_dir/metrics.jsonl` (a resumed
-run appends too: when a step appears twice, the later line is the one that counted) and prints the result.
+CFG.json holds `TrainConfig`'s fields. Rank 0 appends every logged row to `ckpt_dir/metrics.jsonl` (a resumed
+run appends too: when a step appears twice, the later line is the one that counted), and at the end writes
+`ckpt_dir/result.json` and prints it.
 """
 from __future__ import annotations
 
-import ctypes
 import json
-import signal
 import sys
 from pathlib import Path
 
 import torch.distributed as dist
 
-from components.train.engine import TrainConfig, train
+from components.train.engine import train
+from components.train.launch import die_with_parent
+from components.train.params import TrainConfig
 
 METRICS = "metrics.jsonl"
-
-
-def die_with_parent() -> None:
-    """torchrun starts each rank in a session of its own, so killing the launcher's process group (kill -9,
-    a lost node's scheduler) would leave the ranks training on, and writing checkpoints, as orphans. On Linux
-    ask the kernel to kill this rank when its parent dies."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+RESULT = "result.json"
 
 
 def main(config_path: str) -> dict:
     die_with_parent()
-    fields = json.loads(Path(config_path).read_text())
-    cfg = TrainConfig(**fields)
+    cfg = TrainConfig(**json.loads(Path(config_path).read_text()))
     metrics = Path(cfg.ckpt_dir) / METRICS
 
     def log(row: dict) -> None:
@@ -40,6 +33,7 @@ def main(config_path: str) -> dict:
 
     result = train(cfg.model_copy(update={"on_metrics": log}))
     if dist.get_rank() == 0:
+        (Path(cfg.ckpt_dir) / RESULT).write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result), flush=True)
     dist.destroy_process_group()
     return result

@@ -82,7 +82,8 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     from tasks.tracking import client
 
     outcomes, states = run()
-    assert states == dict.fromkeys(["ingest", "curate", "clean", "mix", "tokenizer", "tokenize"], "Completed")
+    assert states == dict.fromkeys(["ingest", "curate", "clean", "mix", "tokenizer", "tokenize", "pretrain"],
+                                   "Completed")
     by_stage = {o["stage"]: o for o in outcomes}
 
     # the stage run carries the lineage tags, matching dvc.lock
@@ -131,6 +132,27 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     assert violations(check_contract(ws / "data/tokenize", manifest["vocab_size"], manifest["tokenizer_digest"],
                                      manifest["eot_id"])) == []
     assert manifest["splits"]["train"]["tokens"] > 100_000 and manifest["splits"]["val"]["tokens"] > 0
+
+    # pretraining: the model beats the unigram baseline, loads in transformers, and is registered with lineage
+    pretrain = by_stage["pretrain"]["metrics"]
+    assert pretrain["val_bpb"] < pretrain["unigram_bpb"] and pretrain["all_losses_finite"] == 1.0
+    assert 0 < pretrain["median_mfu"] < 1.5 and pretrain["steps"] == 150 and pretrain["resumed_from"] == 0
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert AutoModelForCausalLM.from_pretrained(ws / "data/pretrain").config.num_hidden_layers == 2
+    assert AutoTokenizer.from_pretrained(ws / "data/pretrain").apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False).startswith("<|im_start|>user")
+    assert pd.read_parquet(ws / "data/pretrain/checks.parquet")["passed"].all()
+    pretrain_run = client().get_run(by_stage["pretrain"]["run_id"])
+    assert len(client().get_metric_history(pretrain_run.info.run_id, "loss")) == 15  # every 10th of 150 steps
+    assert "reports/training.png" in {a.path for a in client().list_artifacts(pretrain_run.info.run_id, "reports")}
+    version = client().get_model_version("llm-lifecycle-base", "1")
+    assert version.run_id == pretrain_run.info.run_id
+    assert version.tags["llm.input.data/tokenize"] == pretrain_run.data.tags["llm.input.data/tokenize"]
+    assert version.tags["llm.tokenizer_digest"] == manifest["tokenizer_digest"]
+    assert json.loads(version.tags["llm.deepspeed_config"])["zero_optimization"]["stage"] == 2
+    model_chain = trace("models:/llm-lifecycle-base/1")  # from the registered model back to the crawl
+    assert {i["path"] for i in model_chain["inputs"] if i["produced_by"]} == {"data/tokenize", "data/tokenizer"}
 
     pushed = subprocess.run([Path(sys.executable).parent / "dvc", "status", "--cloud"], cwd=ws,
                             capture_output=True, text=True, check=True).stdout

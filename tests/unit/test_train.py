@@ -191,11 +191,13 @@ def kill_all(proc: subprocess.Popen) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills ranks through /proc")
 def test_resume_after_kill_9_gives_the_uninterrupted_losses(tokens, tmp_path):
     whole = tmp_path / "whole"
-    result = finish(launch(config(tokens, whole)))
+    result = finish(launch(config(tokens, whole, val_batches=4)))  # validation comes after the last step
     expected = losses(whole)
     assert sorted(expected) == list(range(1, 13)) and result["resumed_from"] == 0
     assert expected[12] < expected[1]  # it learns
     assert json.loads((whole / "ds_config.json").read_text())["zero_optimization"]["stage"] == 2
+    # the weights reassembled from the 2 ranks' ZeRO-2 shards are the ones that scored the validation loss
+    assert fp32_val_loss(config(tokens, whole, val_batches=4)) == pytest.approx(result["val_loss"], abs=1e-5)
 
     broken = tmp_path / "broken"
     # The pause keeps the run in steps 9-12 for seconds, so the kill lands before the step-12 checkpoint.
@@ -219,6 +221,22 @@ def test_resume_after_kill_9_gives_the_uninterrupted_losses(tokens, tmp_path):
     assert sorted(p.name for p in broken.glob("step-*")) == ["step-12", "step-8"]  # keep_last=2
 
 
+def fp32_val_loss(config_file: Path) -> float:
+    """The validation loss of the exported checkpoint, over the batches the 2 ranks scored."""
+    import torch
+    import torch.nn.functional as F
+
+    from components.train import TrainConfig
+    from components.train.export import load_trained
+
+    cfg = TrainConfig(**json.loads(config_file.read_text()))
+    model, val = load_trained(cfg), split_shards(cfg.token_dir, "val")
+    with torch.no_grad():
+        losses = [F.cross_entropy(model(input_ids=b[:, :-1]).logits.flatten(0, 1), b[:, 1:].flatten()).item()
+                  for rank in (0, 1) for b in val_batches(val, SEQ, cfg.micro_batch, cfg.val_batches, rank, 2)]
+    return sum(losses) / len(losses)
+
+
 def test_train_refuses_shards_of_another_tokenizer(tokens, tmp_path):
     from components.tokenize import ContractError
     from components.train import TrainConfig, train
@@ -236,5 +254,7 @@ def test_zero3_bf16_cosine_with_validation(tokens, tmp_path):
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     assert rows[-1]["lr"] == pytest.approx(0.1 * 3e-3) and rows[-1]["tokens_per_s"] > 0
     assert 0 < result["val_loss"] < 10 and 0 < result["final_loss"] < 10
+    cfg = config(tokens, ckpt, steps=4, grad_accum=1, zero_stage=3, bf16=True, val_batches=4)
+    assert fp32_val_loss(cfg) == pytest.approx(result["val_loss"], abs=0.05)  # ZeRO-3 shards reassemble; bf16 vs fp32
     assert json.loads((ckpt / "ds_config.json").read_text())["bf16"]["enabled"] is True
     assert sorted(p.name for p in ckpt.glob("step-*")) == ["step-4"]  # keep_last=1

@@ -1,0 +1,43 @@
+"""From a DeepSpeed checkpoint to a Hugging Face model folder.
+
+ZeRO shards the fp32 master weights across ranks (and, at stage 3, the module's own parameters);
+DeepSpeed's `zero_to_fp32` reassembles them from the checkpoint files alone, in one process, without the
+ranks or the devices that wrote them. So the export runs after the launch has ended, for any ZeRO stage and
+any number of ranks, and the weights exported are the fp32 master copy even for a bf16 run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+from transformers import LlamaForCausalLM
+
+from components.model import build_model, export_hf
+from components.train.engine import latest_step
+from components.train.params import TrainConfig
+
+
+def load_trained(cfg: TrainConfig) -> LlamaForCausalLM:
+    """The model of the newest complete checkpoint in `cfg.ckpt_dir`, in fp32, on CPU, in eval mode."""
+    step = latest_step(cfg.ckpt_dir)
+    if step is None:
+        raise FileNotFoundError(f"no complete checkpoint in {cfg.ckpt_dir} (no 'latest' marker): train first")
+    state = get_fp32_state_dict_from_zero_checkpoint(str(cfg.ckpt_dir), tag=f"step-{step}")
+    model = build_model(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id, seed=cfg.seed)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if cfg.model.tie_embeddings else set()  # the embedding, saved once
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"checkpoint step-{step} in {cfg.ckpt_dir} does not fit the configured model: "
+                         f"missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
+    model.tie_weights()
+    return model.eval()
+
+
+def export_checkpoint(cfg: TrainConfig, out_dir: Path, extra_card: str = "") -> LlamaForCausalLM:
+    """Write the newest checkpoint as an HF folder (weights, config, tokenizer, chat template, card) into
+    `out_dir`; returns the model it wrote, for checks against the reloaded folder."""
+    if cfg.tokenizer_dir is None:
+        raise ValueError("exporting needs the tokenizer folder (TrainConfig.tokenizer_dir)")
+    model = load_trained(cfg)
+    export_hf(model, cfg.tokenizer_dir, out_dir, extra_card)
+    return model

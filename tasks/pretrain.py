@@ -1,0 +1,217 @@
+"""Pretraining: a Llama-style model trained with DeepSpeed on the token shards, exported in Hugging Face
+format, checked, and registered in the MLflow Model Registry with its lineage.
+
+The ranks run in their own processes (`launch.command`: torchrun, the deepspeed launcher over a hostfile, or
+srun); this stage writes their config, follows their metrics into MLflow while they train, and then turns
+the newest checkpoint into the stage's output. Checkpoints live in `.llm-lifecycle/pretrain/<run key>/`: a
+rerun of the same training (same params, data, tokenizer and training code) resumes where the last attempt
+stopped, and a finished one is only exported again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+from pydantic import Field
+
+from components.model import describe, parameter_count, reload_difference
+from components.model.config import llama_config
+from components.storage import file_md5
+from components.tokenize import read_manifest, require_compatible
+from components.tokenizer import tokenizer_digest
+from components.train import TrainConfig, TrainParams, decay_start, split_shards, val_batches
+from components.train.evaluate import token_bytes, unigram_bits_per_byte
+from components.train.launch import LaunchParams, command, die_with_parent, world_size
+from components.train.report import plot_training, read_rows, summary
+from components.train.run import METRICS, RESULT
+from tasks import tracking
+
+SECTION = "pretrain"
+GATES = {"checks.parquet": "pretrained_model"}
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING_CODE = ("components/train", "components/model")  # what the run key hashes, besides params and data
+__all__ = ["GATES", "Params", "SECTION", "published", "run"]
+
+
+class Params(TrainParams):
+    launch: LaunchParams = LaunchParams()
+    deepspeed_config: Path | None = Field(None, description="DeepSpeed config template; default "
+                                          "infra/deepspeed/zero<zero_stage>.json")
+    registered_model: str = Field("llm-lifecycle-base", description="MLflow Model Registry name")
+    require_beats_unigram: bool = Field(True, description="the gate fails a model whose validation bits per "
+                                        "byte are not below the unigram baseline's: it learned nothing usable")
+
+
+def run(ctx, progress: bool = True) -> dict[str, float]:
+    cfg = train_config(ctx.params, ctx.inputs["tokenize"], ctx.inputs["tokenizer"], ctx.state_dir)
+    config_file = cfg.ckpt_dir / "train_config.json"
+    config_file.write_text(cfg.model_dump_json(indent=2))
+    _launch(ctx.params.launch, config_file, cfg)
+    result = json.loads((cfg.ckpt_dir / RESULT).read_text())
+    rows = read_rows(cfg.ckpt_dir / METRICS)
+    baseline = unigram_bits_per_byte(cfg.token_dir, token_bytes(cfg.tokenizer_dir, cfg.vocab_size),
+                                     cfg.model.seq_len, cfg.micro_batch, cfg.val_batches, result["world"])
+    stats = summary(rows) | baseline
+    plot_training(rows, ctx.report_dir / "training.png", baseline["unigram_bpb"],
+                  decay_from=decay_start(cfg.steps, cfg.warmup, cfg.decay_fraction))
+    from components.train import export_checkpoint  # imports DeepSpeed: only here
+
+    model = export_checkpoint(cfg, ctx.out_dir, extra_card=_card(cfg, result, stats))
+    shutil.copy(cfg.ckpt_dir / "ds_config.json", ctx.out_dir / "ds_config.json")
+    shutil.copy(config_file, ctx.report_dir / "train_config.json")
+    shutil.copy(cfg.ckpt_dir / METRICS, ctx.report_dir / METRICS)
+    _checks(ctx.params, cfg, model, ctx.out_dir, stats).to_parquet(ctx.out_dir / "checks.parquet", index=False)
+    _forget_superseded(cfg.ckpt_dir)
+    params = parameter_count(model.config)
+    return {**stats, "parameters": params["total"], "non_embedding_parameters": params["non_embedding"],
+            "tokens": result["tokens"], "steps": result["steps"], "resumed_from": result["resumed_from"],
+            "world": result["world"], "peak_flops": result["peak_flops"]}
+
+
+def train_config(params: Params, token_dir: Path, tokenizer_dir: Path, state_dir: Path) -> TrainConfig:
+    """The run's full config; its checkpoint folder is named by everything that decides the weights."""
+    manifest = read_manifest(token_dir)
+    digest = tokenizer_digest(tokenizer_dir)  # of the folder itself, not what a manifest claims
+    require_compatible(token_dir, manifest["vocab_size"], digest)
+    special = json.loads((tokenizer_dir / "manifest.json").read_text())["special_token_ids"]
+    template = params.deepspeed_config or ROOT / "infra" / "deepspeed" / f"zero{params.zero_stage}.json"
+    hyper = params.model_dump(exclude={"launch", "deepspeed_config", "registered_model", "require_beats_unigram"})
+    cfg = TrainConfig(**hyper, vocab_size=manifest["vocab_size"], tokenizer_digest=digest,
+                      tokenizer_dir=tokenizer_dir, token_dir=token_dir, ckpt_dir=state_dir,
+                      bos_id=special["<|begin_of_text|>"], eos_id=special["<|end_of_text|>"],
+                      pad_id=special["<|pad|>"], deepspeed=json.loads(Path(template).read_text()))
+    ckpt_dir = state_dir / run_key(cfg, token_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    return cfg.model_copy(update={"ckpt_dir": ckpt_dir})
+
+
+# Settings that change what is logged or kept, not the weights: a run may resume under different values.
+OBSERVATION_FIELDS = {"ckpt_dir", "token_dir", "tokenizer_dir", "on_metrics", "step_pause_s", "log_every",
+                      "val_every", "val_batches", "ckpt_every", "keep_last", "peak_flops"}
+
+
+def run_key(cfg: TrainConfig, token_dir: Path) -> str:
+    sha = hashlib.sha256(cfg.model_dump_json(exclude=OBSERVATION_FIELDS).encode())
+    sha.update(file_md5(token_dir / "manifest.json").encode())  # the manifest lists every shard's md5
+    for folder in TRAINING_CODE:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            sha.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"run-{sha.hexdigest()[:16]}"
+
+
+def _launch(launch: LaunchParams, config_file: Path, cfg: TrainConfig) -> None:
+    """Start the ranks and wait; their output goes to this stage's log, their metrics to MLflow as they come."""
+    cmd = command(launch, "components.train.run", str(config_file))
+    print(f"launching {world_size(launch)} rank(s): {' '.join(cmd)}", flush=True)
+    follower = _MetricsFollower(cfg.ckpt_dir / METRICS, cfg.steps)
+    follower.start()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, preexec_fn=die_with_parent, stdout=sys.stdout, stderr=sys.stderr)
+    finally:
+        follower.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"training exited with {proc.returncode} (its output is above); a rerun resumes from "
+                           f"the newest checkpoint in {cfg.ckpt_dir}")
+
+
+class _MetricsFollower(threading.Thread):
+    """Tails rank 0's metrics.jsonl: every new row to MLflow (with its step) and one progress line to the log."""
+
+    def __init__(self, path: Path, steps: int):
+        super().__init__(daemon=True)
+        self.path, self.steps, self.offset = path, steps, path.stat().st_size if path.exists() else 0
+        self.stage_run, self.done = tracking.current_stage_run(), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(2.0):
+            self.follow()
+        self.follow()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def follow(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path) as f:
+            f.seek(self.offset)
+            lines = f.readlines()
+        complete = [line for line in lines if line.endswith("\n")]  # a line being written waits for next time
+        self.offset += sum(len(line.encode()) for line in complete)
+        for row in map(json.loads, complete):
+            step = row.pop("step")
+            self.stage_run.log_metrics(row, step=step)
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
+            print(f"step {step}/{self.steps}  {shown}", flush=True)
+
+
+def _checks(params: Params, cfg: TrainConfig, model, out_dir: Path, stats: dict) -> pd.DataFrame:
+    """What the gate requires of the model: one row per check, `passed` True or False."""
+    batch = next(val_batches(split_shards(cfg.token_dir, "val") or split_shards(cfg.token_dir, "train"),
+                             min(cfg.model.seq_len, 64), 2, 1))
+    difference = reload_difference(model, out_dir, batch[:, :-1])
+    rows = [("hf_reload_same_logits", difference < 1e-4, difference, 1e-4,
+             "AutoModelForCausalLM.from_pretrained(output) gives the trained model's logits"),
+            ("losses_finite", stats["all_losses_finite"] == 1.0, stats["all_losses_finite"], 1.0,
+             "no NaN or inf training loss")]
+    if params.require_beats_unigram:
+        bpb = stats.get("val_bpb", math.nan)
+        rows.append(("val_bpb_below_unigram", bpb < stats["unigram_bpb"], bpb, stats["unigram_bpb"],
+                     "validation bits per byte below the unigram baseline's on the same windows "
+                     "(needs val_batches > 0)"))
+    return pd.DataFrame(rows, columns=["check", "passed", "value", "limit", "detail"])
+
+
+def _card(cfg: TrainConfig, result: dict, stats: dict) -> str:
+    config = llama_config(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id)
+    lines = ["## Training", "",
+             f"{result['steps']} steps, {result['tokens']:,} tokens, {result['world']} rank(s), ZeRO-{cfg.zero_stage}, "
+             f"{'bf16' if cfg.bf16 else 'fp32'}, {cfg.schedule} schedule (peak LR {cfg.lr:g}), seed {cfg.seed}.",
+             "", "| | |", "|---|---|"]
+    for key in ("final_train_loss", "val_loss", "val_bpb", "unigram_bpb", "median_tokens_per_s", "median_mfu"):
+        if key in stats:
+            lines.append(f"| {key} | {stats[key]:.4g} |")
+    lines += ["", "## Data", "", f"- token shards manifest md5 `{file_md5(cfg.token_dir / 'manifest.json')}`",
+              f"- tokenizer digest `{cfg.tokenizer_digest}`",
+              f"- {parameter_count(config)['total']:,} parameters; DeepSpeed config in `ds_config.json`"]
+    return "\n".join(lines)
+
+
+def _forget_superseded(ckpt_dir: Path) -> None:
+    """Delete checkpoints of earlier configurations: the published model supersedes them, and at scale each
+    set is terabytes. The current run's stay, so it can be continued."""
+    for other in ckpt_dir.parent.glob("run-*"):
+        if other != ckpt_dir and other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def published(ctx, stage_run) -> None:
+    """Register the published model in the MLflow Model Registry, tagged with what it was made from."""
+    from tasks.dag import Workspace
+
+    ws = Workspace()
+    cfg = json.loads((ctx.report_dir / "train_config.json").read_text())
+    inputs = {f"input.{path}": _dvc_md5(ws, up, path) for up, path in ctx.spec.inputs().items()}
+    tags = {"llm.tokenizer_digest": cfg["tokenizer_digest"],
+            "llm.token_manifest_md5": file_md5(ctx.inputs["tokenize"] / "manifest.json"),
+            "llm.git_commit": tracking.git_commit(ws.root), "llm.stage_run_id": stage_run.run_id or "",
+            "llm.deepspeed_config": (ctx.out_dir / "ds_config.json").read_text()[:5000],
+            **{f"llm.{k}": v for k, v in inputs.items()}}
+    version = stage_run.register_model(ctx.out_dir, ctx.params.registered_model, tags,
+                                       description=describe(TrainConfig(**cfg).model, cfg["vocab_size"]))
+    if version:
+        print(f"registered {ctx.params.registered_model} version {version}", flush=True)
+
+
+def _dvc_md5(ws, upstream: str, path: str) -> str:
+    """The md5 dvc.lock records for `path` as `upstream`'s output: the version of the data that was read."""
+    outs = ws.lock_entry(upstream).get("outs", [])
+    return next((out.get("md5", "") for out in outs if out["path"] == path), "")
