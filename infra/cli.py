@@ -147,6 +147,44 @@ def lineage(run_id: Annotated[str, typer.Argument(help="an MLflow run id, or mod
     typer.echo(json.dumps(tree, indent=2) if as_json else lin.render(tree))
 
 
+@app.command()
+def preflight(
+    preset: Annotated[Optional[str], typer.Option(help="take the launch settings from this preset's pretrain section")] = None,
+    set_: Sets = None,
+    ckpt_dir: Annotated[Optional[Path], typer.Option(help="checkpoint folder to check [.llm-lifecycle/pretrain]")] = None,
+    min_disk_gb: Annotated[float, typer.Option(help="free disk needed for checkpoints")] = 10.0,
+    min_gpu_gb: Annotated[float, typer.Option(help="free memory needed on every GPU")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="seconds the ranks get to meet and all-reduce")] = 180.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Before a multi-node job: hosts reachable, same code everywhere, an all-reduce across every rank, GPUs,
+    GPU memory and checkpoint disk. Uses the pretrain section's `launch` settings (`--set
+    pretrain.launch.nproc_per_node=2`, `--set pretrain.launch.hostfile=...`)."""
+    from components.train.launch import LaunchParams
+    from components.train.preflight import check
+    from tasks.dag import Workspace
+    from tasks.params import ParamsError, parse_overrides, resolve
+
+    ws = Workspace()
+    try:
+        launch = LaunchParams(**resolve(ws, preset, parse_overrides(set_ or []))["pretrain"]["launch"])
+    except ParamsError as err:
+        _fail(str(err))
+    report = check(launch, ckpt_dir or ws.state_dir / "pretrain", min_disk_gb, min_gpu_gb, timeout)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for facts in report["ranks"]:
+            gpu = f", {facts['free_gpu_gb']:.0f} GB GPU free" if facts["free_gpu_gb"] is not None else ""
+            typer.echo(f"rank {facts['rank']} on {facts['host']}: code {facts['code']}, "
+                       f"{facts['free_disk_gb']:.0f} GB disk free{gpu}")
+        for problem in report["problems"]:
+            typer.secho(f"problem: {problem}", fg="red", err=True)
+        if report["ok"]:
+            typer.echo(f"preflight passed: {report['world']} ranks met and all-reduced")
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
 @app.command("plan")
 def plan_compute(
     params: Annotated[Optional[float], typer.Option(help="model parameters N, e.g. 405e9")] = None,

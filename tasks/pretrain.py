@@ -30,7 +30,7 @@ from components.train import TrainConfig, TrainParams, decay_start, split_shards
 from components.train.evaluate import token_bytes, unigram_bits_per_byte
 from components.train.launch import LaunchParams, command, die_with_parent, world_size
 from components.train.report import plot_training, read_rows, summary
-from components.train.run import METRICS, RESULT
+from components.train.params import METRICS, RESULT
 from tasks import tracking
 
 SECTION = "pretrain"

@@ -14,6 +14,10 @@ from pydantic import Field
 from components.model import ModelParams
 from components.params import StrictModel
 
+# Files rank 0 writes into ckpt_dir besides the checkpoints: a row per logged step, and the run's result.
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+
 
 class TrainParams(StrictModel):
     model: ModelParams = ModelParams()

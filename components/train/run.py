@@ -15,10 +15,7 @@ import torch.distributed as dist
 
 from components.train.engine import train
 from components.train.launch import die_with_parent
-from components.train.params import TrainConfig
-
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
+from components.train.params import METRICS, RESULT, TrainConfig
 
 
 def main(config_path: str) -> dict:
