@@ -52,6 +52,49 @@ def run(
         typer.echo(f"{o['stage']:<12} {o['status']:<8} {o.get('duration_s', '')}")
 
 
+def _numbers(text: Optional[str], kind=float) -> Optional[list]:
+    return [kind(float(x)) for x in text.split(",")] if text else None
+
+
+@app.command()
+def scaling(
+    preset: Annotated[str, typer.Option(help="preset whose pretrain settings the sweep uses")] = "tiny",
+    set_: Sets = None,
+    budgets: Annotated[Optional[str], typer.Option(help="FLOP budgets, comma-separated [5e11,1e12,2e12]")] = None,
+    depths: Annotated[Optional[str], typer.Option(help="model depths, comma-separated [2,3,4,6]")] = None,
+    target_flops: Annotated[Optional[float], typer.Option(help="budget to recommend a size for [1e14]")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="bootstrap resamples [200]")] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for another run on this workspace")] = 0,
+) -> None:
+    """isoFLOP sweep in this process: train the grid, fit the scaling laws, write params.scaling.yaml."""
+    from tasks.dag import Workspace
+    from tasks.params import ParamsError, parse_overrides, resolve
+    from tasks.scaling import SweepParams
+
+    given = {"budgets": _numbers(budgets), "depths": _numbers(depths, int), "target_flops": target_flops,
+             "bootstrap": bootstrap}
+    sweep = {k: v for k, v in given.items() if v is not None}
+    try:
+        overrides = parse_overrides(set_ or [])
+        resolve(Workspace(), preset, overrides)
+        SweepParams(**sweep)
+    except (ParamsError, ValueError) as err:
+        _fail(str(err))
+    from components.scaling import ScalingFitError
+    from flows.scaling import llm_lifecycle_scaling
+
+    try:
+        result = llm_lifecycle_scaling(preset=preset, overrides=overrides, sweep=sweep, lock_wait_s=wait)
+    except ScalingFitError as err:
+        _fail(f"{err}\nThe trained points are kept (reports/scaling/points.csv) and reused by the next sweep.")
+    advice, pretrain = result["recommendation"], result["overlay"]["pretrain"]
+    typer.echo(f"N_opt ∝ C^{result['law']['a']:.3f}, D_opt ∝ C^{result['law']['b']:.3f}; at "
+               f"{result['target_flops']:.3g} FLOPs: N ≈ {advice['params']:.3g}, D ≈ {advice['tokens']:.3g} → "
+               f"depth {pretrain['model']['depth']}, {pretrain['steps']} steps (params.scaling.yaml, --preset scaled)")
+    for warning in result["warnings"]:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
 @app.command()
 def stage(name: str, progress: Annotated[bool, typer.Option(help="progress bars")] = True) -> None:
     """Run one stage in this workspace: the command DVC runs for each stage of dvc.yaml."""

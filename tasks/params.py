@@ -21,6 +21,10 @@ from pydantic import BaseModel, ValidationError
 from tasks.dag import Workspace
 
 EFFECTIVE_FILE = "params.effective.yaml"
+# Written by `llm-lifecycle scaling`: the fitted model size and token count as an overlay on the preset the
+# sweep ran with, applied by `--preset scaled`.
+SCALED_FILE = "params.scaling.yaml"
+SCALED = "scaled"
 DATA_DIR_ENV = "LLM_LIFECYCLE_DATA_DIR"
 
 
@@ -52,12 +56,26 @@ def resolve(ws: Workspace, preset: str | None = None, overrides: dict[str, Any] 
     presets = raw.pop("presets", None) or {}
     preset = preset or raw.pop("preset", None) or "tiny"
     raw.pop("preset", None)
-    if preset != "tiny" and preset not in presets:
-        raise ParamsError(f"preset {preset!r} is not defined; allowed: {', '.join(dict.fromkeys(['tiny', *presets]))}")
-    values = _merge(raw, presets.get(preset) or {})
+    if preset == SCALED:
+        based_on, scaled = _scaled_overlay(ws)
+        values = _merge(_merge(raw, presets.get(based_on) or {}), scaled)
+    elif preset != "tiny" and preset not in presets:
+        allowed = ", ".join(dict.fromkeys(["tiny", *presets, SCALED]))
+        raise ParamsError(f"preset {preset!r} is not defined; allowed: {allowed}")
+    else:
+        values = _merge(raw, presets.get(preset) or {})
     for key, value in (overrides or {}).items():
         _assign(values, key, value)
     return {"preset": preset, **validate(ws, values)}
+
+
+def _scaled_overlay(ws: Workspace) -> tuple[str, dict]:
+    path = ws.root / SCALED_FILE
+    if not path.exists():
+        raise ParamsError(f"preset {SCALED!r} reads {SCALED_FILE}, which does not exist: run `llm-lifecycle scaling` "
+                          "(or the llm-lifecycle/scaling deployment) first")
+    overlay = yaml.safe_load(path.read_text()) or {}
+    return overlay.pop("based_on", "tiny"), overlay
 
 
 def validate(ws: Workspace, values: dict) -> dict:

@@ -47,13 +47,15 @@ class Params(TrainParams):
     registered_model: str = Field("llm-lifecycle-base", description="MLflow Model Registry name")
     require_beats_unigram: bool = Field(True, description="the gate fails a model whose validation bits per "
                                         "byte are not below the unigram baseline's: it learned nothing usable")
+    scaling_run: str | None = Field(None, description="the MLflow run of the scaling sweep that chose this size "
+                                    "(set by `llm-lifecycle scaling` in params.scaling.yaml; lineage only)")
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:
     cfg = train_config(ctx.params, ctx.inputs["tokenize"], ctx.inputs["tokenizer"], ctx.state_dir)
     config_file = cfg.ckpt_dir / "train_config.json"
     config_file.write_text(cfg.model_dump_json(indent=2))
-    _launch(ctx.params.launch, config_file, cfg)
+    _launch(ctx.params.launch, [config_file], follow=cfg)
     result = json.loads((cfg.ckpt_dir / RESULT).read_text())
     rows = read_rows(cfg.ckpt_dir / METRICS)
     baseline = unigram_bits_per_byte(cfg.token_dir, token_bytes(cfg.tokenizer_dir, cfg.vocab_size),
@@ -68,7 +70,6 @@ def run(ctx, progress: bool = True) -> dict[str, float]:
     shutil.copy(config_file, ctx.report_dir / "train_config.json")
     shutil.copy(cfg.ckpt_dir / METRICS, ctx.report_dir / METRICS)
     _checks(ctx.params, cfg, model, ctx.out_dir, stats).to_parquet(ctx.out_dir / "checks.parquet", index=False)
-    _forget_superseded(cfg.ckpt_dir)
     params = parameter_count(model.config)
     return {**stats, "parameters": params["total"], "non_embedding_parameters": params["non_embedding"],
             "tokens": result["tokens"], "steps": result["steps"], "resumed_from": result["resumed_from"],
@@ -82,12 +83,12 @@ def train_config(params: Params, token_dir: Path, tokenizer_dir: Path, state_dir
     require_compatible(token_dir, manifest["vocab_size"], digest)
     special = json.loads((tokenizer_dir / "manifest.json").read_text())["special_token_ids"]
     template = params.deepspeed_config or ROOT / "infra" / "deepspeed" / f"zero{params.zero_stage}.json"
-    hyper = params.model_dump(exclude={"launch", "deepspeed_config", "registered_model", "require_beats_unigram"})
+    hyper = params.model_dump(include=set(TrainParams.model_fields))
     cfg = TrainConfig(**hyper, vocab_size=manifest["vocab_size"], tokenizer_digest=digest,
                       tokenizer_dir=tokenizer_dir, token_dir=token_dir, ckpt_dir=state_dir,
                       bos_id=special["<|begin_of_text|>"], eos_id=special["<|end_of_text|>"],
                       pad_id=special["<|pad|>"], deepspeed=json.loads(Path(template).read_text()))
-    ckpt_dir = state_dir / run_key(cfg, token_dir)
+    ckpt_dir = state_dir / run_key(cfg, token_dir, world_size(params.launch))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     return cfg.model_copy(update={"ckpt_dir": ckpt_dir})
 
@@ -97,8 +98,10 @@ OBSERVATION_FIELDS = {"ckpt_dir", "token_dir", "tokenizer_dir", "on_metrics", "s
                       "val_every", "val_batches", "ckpt_every", "keep_last", "peak_flops"}
 
 
-def run_key(cfg: TrainConfig, token_dir: Path) -> str:
-    sha = hashlib.sha256(cfg.model_dump_json(exclude=OBSERVATION_FIELDS).encode())
+def run_key(cfg: TrainConfig, token_dir: Path, world: int) -> str:
+    """Names the checkpoint folder: equal exactly when a run may resume another's checkpoints. The number of
+    ranks is part of it: it sets the global batch, and DeepSpeed cannot load ZeRO shards across sizes."""
+    sha = hashlib.sha256(cfg.model_dump_json(exclude=OBSERVATION_FIELDS).encode() + f"world={world}".encode())
     sha.update(file_md5(token_dir / "manifest.json").encode())  # the manifest lists every shard's md5
     for folder in TRAINING_CODE:
         for path in sorted((ROOT / folder).rglob("*.py")):
@@ -106,19 +109,22 @@ def run_key(cfg: TrainConfig, token_dir: Path) -> str:
     return f"run-{sha.hexdigest()[:16]}"
 
 
-def _launch(launch: LaunchParams, config_file: Path, cfg: TrainConfig) -> None:
-    """Start the ranks and wait; their output goes to this stage's log, their metrics to MLflow as they come."""
-    cmd = command(launch, "components.train.run", str(config_file))
+def _launch(launch: LaunchParams, config_files: list[Path], follow: TrainConfig | None = None) -> None:
+    """Start the ranks on the configs (trained in turn) and wait. Their output goes to this process's log;
+    with `follow`, that run's metrics go to MLflow as they come."""
+    cmd = command(launch, "components.train.run", *map(str, config_files))
     print(f"launching {world_size(launch)} rank(s): {' '.join(cmd)}", flush=True)
-    follower = _MetricsFollower(cfg.ckpt_dir / METRICS, cfg.steps)
-    follower.start()
+    follower = _MetricsFollower(follow.ckpt_dir / METRICS, follow.steps) if follow else None
+    if follower:
+        follower.start()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, preexec_fn=die_with_parent, stdout=sys.stdout, stderr=sys.stderr)
     finally:
-        follower.stop()
+        if follower:
+            follower.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"training exited with {proc.returncode} (its output is above); a rerun resumes from "
-                           f"the newest checkpoint in {cfg.ckpt_dir}")
+                           "the newest checkpoint of each run")
 
 
 class _MetricsFollower(threading.Thread):
@@ -194,7 +200,8 @@ def _forget_superseded(ckpt_dir: Path) -> None:
 
 
 def published(ctx, stage_run) -> None:
-    """Register the published model in the MLflow Model Registry, tagged with what it was made from."""
+    """Once the model passed its gate and is published: drop superseded checkpoints, and register the model
+    in the MLflow Model Registry, tagged with what it was made from."""
     from tasks.dag import Workspace
 
     ws = Workspace()
@@ -203,8 +210,10 @@ def published(ctx, stage_run) -> None:
     tags = {"llm.tokenizer_digest": cfg["tokenizer_digest"],
             "llm.token_manifest_md5": file_md5(ctx.inputs["tokenize"] / "manifest.json"),
             "llm.git_commit": tracking.git_commit(ws.root), "llm.stage_run_id": stage_run.run_id or "",
+            "llm.scaling_run": ctx.params.scaling_run or "",
             "llm.deepspeed_config": (ctx.out_dir / "ds_config.json").read_text()[:5000],
             **{f"llm.{k}": v for k, v in inputs.items()}}
+    _forget_superseded(ctx.state_dir / Path(cfg["ckpt_dir"]).name)
     version = stage_run.register_model(ctx.out_dir, ctx.params.registered_model, tags,
                                        description=describe(TrainConfig(**cfg).model, cfg["vocab_size"]))
     if version:

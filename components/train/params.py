@@ -47,6 +47,8 @@ class TrainParams(StrictModel):
     val_batches: int = Field(0, ge=0, description="validation batches (of micro_batch sequences) scored")
     step_pause_s: float = Field(0.0, ge=0, description="sleep after every step: slows a demo or test run so it "
                                 "can be interrupted at a known point; no effect on the results")
+    peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device for MFU; default: the "
+                                     "datasheet table (H100, H200, A100), or a matmul measured on CPU")
 
 
 class TrainConfig(TrainParams):
@@ -62,7 +64,5 @@ class TrainConfig(TrainParams):
     ckpt_dir: Path
     deepspeed: dict = Field(default_factory=dict, description="a DeepSpeed config template (infra/deepspeed/): "
                             "its 'auto' values are filled from these settings")
-    peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device for MFU; default: the "
-                                     "GPU table, or a matmul measured on CPU")
     on_metrics: Callable[[dict], None] | None = Field(None, exclude=True, description="called on rank 0 with "
                                                       "each logged row (training and validation metrics)")

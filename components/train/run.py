@@ -1,7 +1,7 @@
-"""Entry point of one training rank: `python -m components.train.run CFG.json` under a launcher
+"""Entry point of one training rank: `python -m components.train.run CFG.json [CFG.json ...]` under a launcher
 (`components.train.launch.command`).
 
-CFG.json holds `TrainConfig`'s fields. Rank 0 appends every logged row to `ckpt_dir/metrics.jsonl` (a resumed
+CFG.json holds `TrainConfig`'s fields; several are trained one after another (a scaling sweep). Rank 0 appends every logged row to `ckpt_dir/metrics.jsonl` (a resumed
 run appends too: when a step appears twice, the later line is the one that counted), and at the end writes
 `ckpt_dir/result.json` and prints it.
 """
@@ -18,9 +18,15 @@ from components.train.launch import die_with_parent
 from components.train.params import METRICS, RESULT, TrainConfig
 
 
-def main(config_path: str) -> dict:
+def main(*config_paths: str) -> list[dict]:
+    """Train each config in turn in one process group: a sweep of small runs pays the launch once."""
     die_with_parent()
-    cfg = TrainConfig(**json.loads(Path(config_path).read_text()))
+    results = [_train_one(TrainConfig(**json.loads(Path(path).read_text()))) for path in config_paths]
+    dist.destroy_process_group()
+    return results
+
+
+def _train_one(cfg: TrainConfig) -> dict:
     metrics = Path(cfg.ckpt_dir) / METRICS
 
     def log(row: dict) -> None:
@@ -32,11 +38,10 @@ def main(config_path: str) -> dict:
     if dist.get_rank() == 0:
         (Path(cfg.ckpt_dir) / RESULT).write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result), flush=True)
-    dist.destroy_process_group()
     return result
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: torchrun ... -m components.train.run CONFIG.json")
-    main(sys.argv[1])
+    if len(sys.argv) < 2:
+        sys.exit("usage: torchrun ... -m components.train.run CONFIG.json [CONFIG.json ...]")
+    main(*sys.argv[1:])

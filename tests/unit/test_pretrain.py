@@ -114,12 +114,14 @@ def test_launch_commands(tmp_path, monkeypatch):
 def test_run_key_changes_with_what_decides_the_weights_only(tokens):
     from tasks.pretrain import run_key
 
-    base = run_key(train_config(tokens), tokens)
-    assert base == run_key(train_config(tokens, log_every=7, val_batches=3, keep_last=9, step_pause_s=1), tokens)
-    assert base != run_key(train_config(tokens, lr=1e-4), tokens)
-    assert base != run_key(train_config(tokens, steps=301), tokens)  # the schedule's shape depends on the length
+    base = run_key(train_config(tokens), tokens, world=2)
+    same = train_config(tokens, log_every=7, val_batches=3, keep_last=9, step_pause_s=1, peak_flops=1e12)
+    assert base == run_key(same, tokens, world=2)
+    assert base != run_key(train_config(tokens, lr=1e-4), tokens, world=2)
+    assert base != run_key(train_config(tokens, steps=301), tokens, world=2)  # the schedule's shape: its length
+    assert base != run_key(train_config(tokens), tokens, world=4)  # another global batch; ZeRO shards differ
     other = write_shards(tokens.parent / "other", seed=1)
-    assert base != run_key(train_config(tokens), other)  # other data
+    assert base != run_key(train_config(tokens), other, world=2)  # other data
 
 
 def test_rows_of_a_resumed_run_replace_the_interrupted_ones(tmp_path):
