@@ -142,6 +142,9 @@ def problems_of(ranks: list[dict], spec: dict, all_reduce_ok: bool) -> list[str]
                          "at a larger (shared) filesystem")
         if not facts["ckpt_writable"]:
             found.append(f"{where}: cannot write to {spec['ckpt_dir']}: fix its permissions or mount")
+        if not facts["gpus"] and spec["min_free_gpu_gb"] > 0:
+            found.append(f"{where}: no GPU visible, yet {spec['min_free_gpu_gb']:g} GB of GPU memory is required: "
+                         "torch is a CPU build (reinstall the CUDA wheel) or CUDA_VISIBLE_DEVICES hides the GPUs")
         if facts["gpus"] and facts["gpus"] < spec["nproc_per_node"]:
             found.append(f"{where}: {facts['gpus']} GPUs visible for {spec['nproc_per_node']} ranks per node: "
                          "lower nproc_per_node or check CUDA_VISIBLE_DEVICES")

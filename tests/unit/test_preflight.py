@@ -43,6 +43,8 @@ def test_problems_name_the_node_and_the_fix():
     assert "all-reduce" in text and "code differ between nodes (['a']: " in text and "same commit" in text
     assert "package versions differ" in text and "b (rank 8): 4 GPUs visible for 8 ranks per node" in text
     assert "b (rank 8): 10.0 GB of GPU memory free, need 60" in text and "cannot write to /ckpt" in text
+    cpu_only = problems_of([facts("a", 0, gpus=0, free_gpu_gb=None)], spec, all_reduce_ok=True)
+    assert cpu_only == [cpu_only[0]] and "no GPU visible" in cpu_only[0] and "CPU build" in cpu_only[0]
 
 
 def test_an_unreachable_host_is_named_before_anything_launches(tmp_path):
