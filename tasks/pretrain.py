@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from components.model import describe, parameter_count, reload_difference
 from components.model.config import llama_config
@@ -49,6 +49,13 @@ class Params(TrainParams):
                                         "byte are not below the unigram baseline's: it learned nothing usable")
     scaling_run: str | None = Field(None, description="the MLflow run of the scaling sweep that chose this size "
                                     "(set by `llm-lifecycle scaling` in params.scaling.yaml; lineage only)")
+
+    @model_validator(mode="after")
+    def _validation_to_judge_by(self) -> Params:
+        if self.val_batches == 0:
+            raise ValueError("val_batches is 0: the stage needs validation batches to report bits per byte and "
+                             "to compare them with the unigram baseline; set pretrain.val_batches (e.g. 16)")
+        return self
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:

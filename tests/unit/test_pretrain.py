@@ -149,3 +149,11 @@ def test_the_model_gate_fails_on_any_failed_check(tmp_path):
         gates.validate("pretrained_model", tmp_path, pattern="checks.parquet")
     checks.assign(passed=True).to_parquet(tmp_path / "checks.parquet")
     assert gates.validate("pretrained_model", tmp_path, pattern="checks.parquet")["success"]
+
+
+def test_the_stage_refuses_to_run_without_validation_batches():
+    from tasks.pretrain import Params
+
+    assert Params(val_batches=4).launch.launcher == "torchrun"
+    with pytest.raises(ValidationError, match="set pretrain.val_batches"):
+        Params(val_batches=0)
