@@ -76,9 +76,12 @@ def run(ctx, progress: bool = True) -> dict[str, float]:
     shutil.copy(cfg.ckpt_dir / "ds_config.json", ctx.out_dir / "ds_config.json")
     shutil.copy(config_file, ctx.report_dir / "train_config.json")
     shutil.copy(cfg.ckpt_dir / METRICS, ctx.report_dir / METRICS)
+    shutil.copy(ctx.out_dir / "README.md", ctx.report_dir / "model_card.md")  # linked from the run summary
     _checks(ctx.params, cfg, model, ctx.out_dir, stats).to_parquet(ctx.out_dir / "checks.parquet", index=False)
     params = parameter_count(model.config)
-    return {**stats, "parameters": params["total"], "non_embedding_parameters": params["non_embedding"],
+    headline = {key: stats.pop(key) for key in ("val_bpb", "unigram_bpb", "val_loss", "median_mfu",
+                                                "median_tokens_per_s") if key in stats}  # the summary's columns
+    return {**headline, "parameters": params["total"], **stats, "non_embedding_parameters": params["non_embedding"],
             "tokens": result["tokens"], "steps": result["steps"], "resumed_from": result["resumed_from"],
             "world": result["world"], "peak_flops": result["peak_flops"]}
 

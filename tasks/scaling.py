@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -125,7 +124,7 @@ def fit_sweep(points: list[dict], sweep: SweepParams, base: PretrainParams, pres
     plot_isoflop(table, fits, report_dir / "isoflop.png")
     plot_power_laws(fits, report_dir / "power_laws.png", sweep.target_flops, boot)
     overlay = _recommended_overlay(advice, sweep, base, ws, run_id)
-    result = {"law": fits["law"], "loss_law": fits["loss_law"], "warnings": fits["warnings"],
+    result = {"law": fits["law"], "loss_law": fits["loss_law"], "warnings": fits["warnings"] + _doubts(advice, boot),
               "isoflop": fits["isoflop"], "bootstrap": boot and {k: boot[k] for k in ("n", "failed", "estimates")},
               "recommendation": advice, "overlay": overlay, "target_flops": sweep.target_flops}
     (report_dir / "fit.json").write_text(json.dumps(result, indent=2, default=float))
@@ -156,6 +155,29 @@ def _recommended_overlay(advice: dict, sweep: SweepParams, base: PretrainParams,
                          "steps": steps, "warmup": max(1, round(sweep.warmup_fraction * steps)),
                          "scaling_run": run_id},
             "realised": {"params": n, "tokens": steps * tokens_per_step, "flops": 6 * n * steps * tokens_per_step}}
+
+
+# Published compute-optimal ratios run from ~20 tokens per parameter (Hoffmann et al. 2022) to a few hundred for
+# inference-heavy models: a recommendation far outside that range says more about the sweep than the law.
+PLAUSIBLE_TOKENS_PER_PARAM = (1.0, 1000.0)
+
+
+def _doubts(advice: dict, boot: dict | None) -> list[str]:
+    """Reasons not to trust the recommendation, in words: the fit can succeed on a sweep that shows no law."""
+    doubts = []
+    low, high = PLAUSIBLE_TOKENS_PER_PARAM
+    if not low <= advice["tokens_per_param"] <= high:
+        doubts.append(f"the recommendation is {advice['tokens_per_param']:.3g} tokens per parameter, outside "
+                      f"{low:g}-{high:g}: the sweep does not pin the law down; extend it before training this size")
+    if boot:
+        a = boot["estimates"]["a"]
+        if a["high"] - a["low"] > 0.5:
+            doubts.append(f"the exponent of N_opt is not determined: 90% interval [{a['low']:.3g}, {a['high']:.3g}] "
+                          "(Chinchilla: ≈ 0.5); add budgets or sizes")
+        if boot["failed"] > boot["n"] / 2:
+            doubts.append(f"{boot['failed']} of {boot['n']} bootstrap resamples could not be fitted: too few sizes "
+                          "per budget for a resample to keep 3 distinct ones")
+    return doubts
 
 
 def _write_overlay(ws: Workspace, overlay: dict, preset: str, run_id: str) -> None:

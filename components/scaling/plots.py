@@ -23,10 +23,13 @@ def plot_isoflop(points, fits: dict, path: Path) -> Path:
         at = p.budget == f["budget"]
         ax.scatter(p.params[at], p.loss[at], color=colour, s=18, label=f"C = {flops_label(f['budget'])}")
         low, high = f["params_range"]
-        n = np.geomspace(min(low, f["params_opt"]) / 1.5, max(high, f["params_opt"]) * 1.5, 100)
+        # the curve and its star within 4x of the sizes tried: a minimum further out is a guess, drawn at the
+        # edge (hollow) rather than stretching the axis over orders of magnitude no model was trained at
+        shown = float(np.clip(f["params_opt"], low / 4, high * 4))
+        n = np.geomspace(min(low, shown) / 1.5, max(high, shown) * 1.5, 100)
         ax.plot(n, np.polyval(f["parabola"], np.log(n)), color=colour, lw=1)
-        ax.scatter([f["params_opt"]], [f["loss_opt"]], marker="*", s=140, edgecolors=colour, zorder=3,
-                   facecolors="none" if f["extrapolated"] else colour)
+        ax.scatter([shown], [np.polyval(f["parabola"], np.log(shown))], marker="*", s=140, edgecolors=colour,
+                   zorder=3, facecolors="none" if f["extrapolated"] else colour)
     ax.set(xscale="log", xlabel="parameters N", ylabel="final loss",
            title="IsoFLOP profiles (star: minimum; hollow: outside the sizes tried)")
     ax.legend(fontsize=8)

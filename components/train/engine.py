@@ -157,12 +157,12 @@ def _loss(engine, batch: torch.Tensor) -> torch.Tensor:
 
 def _train_step(engine, windows: TokenWindows, step: int, grad_accum: int) -> float:
     """One optimizer step; returns the loss averaged over micro-batches and ranks (every rank gets it)."""
-    total = torch.zeros(())
+    total = torch.zeros((), device=engine.device)  # collectives run on the device: NCCL has no CPU tensors
     for micro in range(grad_accum):
         loss = _loss(engine, windows.batch(step, micro).to(engine.device))
         engine.backward(loss)  # DeepSpeed divides by grad_accum itself
         engine.step()  # only steps the optimizer at the accumulation boundary
-        total += loss.detach().float().cpu()
+        total += loss.detach().float()
     dist.all_reduce(total)
     return total.item() / (grad_accum * dist.get_world_size())
 
@@ -177,12 +177,14 @@ def _validate(engine, cfg: TrainConfig, lengths, rank: int, world: int) -> dict[
     """{val_loss} (mean nats per token) and, with the tokenizer's byte lengths, {val_bpb}, over the same
     validation windows every time."""
     shards = split_shards(cfg.token_dir, "val")
-    sums = torch.zeros(4, dtype=torch.float64)  # loss sum, tokens, loss sum over text tokens, bytes
-    byte_table = torch.from_numpy(lengths) if lengths is not None else None
+    # loss sum, tokens, loss sum over text tokens, bytes: on the device, where the collective runs
+    sums = torch.zeros(4, dtype=torch.float64, device=engine.device)
+    byte_table = torch.from_numpy(lengths).to(engine.device) if lengths is not None else None
     if shards:
         engine.eval()
         for batch in val_batches(shards, cfg.model.seq_len, cfg.micro_batch, cfg.val_batches, rank, world):
-            losses = _token_losses(engine, batch.to(engine.device)).double().cpu()
+            batch = batch.to(engine.device)
+            losses = _token_losses(engine, batch).double()
             sums[0] += losses.sum()
             sums[1] += losses.numel()
             if byte_table is not None:

@@ -7,8 +7,10 @@ any number of ranks, and the weights exported are the fp32 master copy even for 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 from transformers import LlamaForCausalLM
 
@@ -22,7 +24,7 @@ def load_trained(cfg: TrainConfig) -> LlamaForCausalLM:
     step = latest_step(cfg.ckpt_dir)
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint in {cfg.ckpt_dir} (no 'latest' marker): train first")
-    state = get_fp32_state_dict_from_zero_checkpoint(str(cfg.ckpt_dir), tag=f"step-{step}")
+    state = _weights(cfg.ckpt_dir, step)
     model = build_model(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id, seed=cfg.seed)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if cfg.model.tie_embeddings else set()  # the embedding, saved once
@@ -31,6 +33,18 @@ def load_trained(cfg: TrainConfig) -> LlamaForCausalLM:
                          f"missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
     model.tie_weights()
     return model.eval()
+
+
+def _weights(ckpt_dir: Path, step: int) -> dict:
+    """The fp32 weights of checkpoint step-N. ZeRO 1-3 keep an fp32 master copy sharded in the optimizer
+    states, which `zero_to_fp32` reassembles; stage 0 shards nothing, and its module file holds the weights
+    themselves (in bf16 for a bf16 run: the fp32 master copy is not written there)."""
+    stage = json.loads((Path(ckpt_dir) / "ds_config.json").read_text())["zero_optimization"]["stage"]
+    if stage:
+        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=f"step-{step}")
+    module = torch.load(Path(ckpt_dir) / f"step-{step}" / "mp_rank_00_model_states.pt", map_location="cpu",
+                        weights_only=False)["module"]
+    return {name: tensor.float() for name, tensor in module.items()}
 
 
 def export_checkpoint(cfg: TrainConfig, out_dir: Path, extra_card: str = "") -> LlamaForCausalLM:

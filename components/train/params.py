@@ -31,8 +31,9 @@ class TrainParams(StrictModel):
                                   "anneal split (if any) is trained on during it")
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.1, ge=0, description="AdamW decay of the matrices (not norms)")
-    zero_stage: Literal[1, 2, 3] = Field(2, description="ZeRO: 1 shards optimizer states, 2 also gradients, "
-                                         "3 also the weights (infra/deepspeed/zero<N>.json holds the rest)")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO: 0 shards nothing (plain data parallelism, the "
+                                            "cheapest on one rank), 1 shards optimizer states, 2 also gradients, "
+                                            "3 also the weights (infra/deepspeed/zero<N>.json holds the rest)")
     bf16: bool = Field(False, description="bf16 compute with fp32 master weights; on GPUs that have it (A100+)")
     grad_clip: float = Field(1.0, ge=0, description="global gradient-norm clip; 0 disables")
     activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "

@@ -64,7 +64,7 @@ def train_config(tokens: Path, **overrides) -> TrainConfig:
                        **overrides)
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_deepspeed_templates_are_filled_from_the_params(tokens, stage):
     from components.train import deepspeed_config
 

@@ -258,3 +258,11 @@ def test_zero3_bf16_cosine_with_validation(tokens, tmp_path):
     assert fp32_val_loss(cfg) == pytest.approx(result["val_loss"], abs=0.05)  # ZeRO-3 shards reassemble; bf16 vs fp32
     assert json.loads((ckpt / "ds_config.json").read_text())["bf16"]["enabled"] is True
     assert sorted(p.name for p in ckpt.glob("step-*")) == ["step-4"]  # keep_last=1
+
+
+def test_zero0_plain_data_parallel_exports_the_trained_weights(tokens, tmp_path):
+    ckpt = tmp_path / "z0"
+    cfg = config(tokens, ckpt, steps=4, grad_accum=1, zero_stage=0, val_batches=4)
+    result = finish(launch(cfg))
+    assert json.loads((ckpt / "ds_config.json").read_text())["zero_optimization"]["stage"] == 0
+    assert fp32_val_loss(cfg) == pytest.approx(result["val_loss"], abs=1e-5)  # read from the module file
