@@ -218,7 +218,8 @@ def compare(args, token_dir: Path, work: Path) -> None:
         for side in sides:
             ckpt = work / f"{side}-{round_}"
             config = train_config(token_dir, ckpt, depth=args.depth, seq_len=args.seq,
-                                  micro_batch=args.micro_batch, steps=args.steps, zero_stage=2)
+                                  micro_batch=args.micro_batch, steps=args.steps,
+                                  zero_stage=2 if args.zero_stage is None else args.zero_stage)
             launch(side, config, 1, args.threads)
             runs[side].append(steady(ckpt / "metrics.jsonl", args.skip, tokens_per_step))
             print(f"round {round_ + 1} {side}: {runs[side][-1]['rate']:,.0f} tokens/s", flush=True)
@@ -254,6 +255,7 @@ def zero_table(args, token_dir: Path, work: Path) -> None:
 
 def mfu_table(args, token_dir: Path, work: Path) -> None:
     began = time.monotonic()
+    args.zero_stage = 1 if args.zero_stage is None else args.zero_stage
     tokens_per_step = args.micro_batch * args.seq
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     lines = [f"{device}; one rank, {'fp32' if args.fp32 else 'bf16'}, ZeRO-{args.zero_stage}, micro-batch "
@@ -326,7 +328,8 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=[16, 24], help="mfu: one run per depth")
     parser.add_argument("--compile", action="store_true", help="mfu: also a torch.compile run per depth")
     parser.add_argument("--fp32", action="store_true", help="mfu: fp32 instead of bf16")
-    parser.add_argument("--zero-stage", type=int, choices=[1, 2, 3], default=1, help="mfu: ZeRO stage")
+    parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3],
+                        help="ZeRO stage of the trainer (compare: default 2; mfu: default 1)")
     parser.add_argument("--budget", type=float, default=480, help="mfu: seconds; no run starts after them")
     parser.add_argument("--out", type=Path, help="mfu: folder for the table and each run's metrics")
     args = parser.parse_args()
