@@ -69,17 +69,28 @@ def _services(state: Path, s3: bool) -> dict[str, dict]:
     return services
 
 
+# The worker runs the stages with the environment it was started with: a stack started without these (or
+# with other values) would run every flow the old way, so `up` restarts it when they differ.
+WORKER_SETTINGS = ("LLM_LIFECYCLE_DATA_DIR", "LLM_LIFECYCLE_DVC_REMOTE", "LLM_LIFECYCLE_WORKSPACE")
+
+
 def up(s3: bool = False) -> str:
     state_dir = _state_dir()
-    if _load_state().get("services"):
+    settings = {key: os.environ.get(key) for key in WORKER_SETTINGS}
+    previous = _load_state()
+    restart = ""
+    if previous.get("services"):
         report, healthy = status()
-        if healthy:
+        if healthy and previous.get("settings", settings) == settings:
             return "already up\n" + report
+        if healthy:
+            changed = [k for k in WORKER_SETTINGS if previous.get("settings", {}).get(k) != settings[k]]
+            restart = f"restarted: {', '.join(changed)} changed since the stack started\n"
         down()
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     env = os.environ | QUIET | client_env(s3)
-    state = {"s3": s3, "services": {}}
+    state = {"s3": s3, "settings": settings, "services": {}}
     try:
         for name, svc in _services(state_dir, s3).items():
             state["services"][name] = _start(name, svc["cmd"], env | svc.get("env", {}), state_dir, svc["health"])
@@ -99,7 +110,7 @@ def up(s3: bool = False) -> str:
         down()
         raise
     report, _ = status()
-    return f"stack up in {time.monotonic() - started:.1f} s\n{report}"
+    return f"{restart}stack up in {time.monotonic() - started:.1f} s\n{report}"
 
 
 def _start(name: str, cmd: list[str], env: dict, state_dir: Path, health: str | None) -> dict:

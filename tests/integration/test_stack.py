@@ -54,6 +54,13 @@ def test_stack_runs_the_full_deployment_and_down_leaves_nothing(tmp_path, data_d
         in_sync = cli("dvc", "status", "--cloud", env=env, cwd=ws)
         assert "in sync" in in_sync.stdout, in_sync.stdout + in_sync.stderr
         assert cli("llm-lifecycle", "stack", "status", env=env, cwd=ws).returncode == 0
+
+        assert cli("llm-lifecycle", "stack", "up", "--s3", env=env, cwd=ws).stdout.startswith("already up")
+        # the worker runs stages with the environment it started with: another data dir restarts the stack
+        moved = cli("llm-lifecycle", "stack", "up", "--s3", env=env | {"LLM_LIFECYCLE_DATA_DIR": str(tmp_path)}, cwd=ws)
+        assert moved.stdout.startswith("restarted: LLM_LIFECYCLE_DATA_DIR changed"), moved.stdout + moved.stderr
+        assert [name for name, svc in state["services"].items() if group_alive(svc["pid"])] == []  # the old ones
+        state = json.loads((ws / ".llm-lifecycle/stack/state.json").read_text())
     finally:
         down = cli("llm-lifecycle", "stack", "down", env=env, cwd=ws, timeout=120)
     assert down.returncode == 0
