@@ -62,7 +62,7 @@ def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]
         metrics = dict(module.run(ctx, progress=progress))
         _validate(module.GATES, out_dir, params, report_dir, run)
         metrics["duration_s"] = round(time.monotonic() - started, 3)
-        _write_json(report_dir / "metrics.json", metrics)
+        _write_json(report_dir / "metrics.json", metrics, sort_keys=False)  # the stage's order: headline first
         run.log_metrics(metrics)
         run.log_reports(report_dir)
     if hasattr(module, "published"):  # e.g. register the model: only once it passed its gate and is in place
@@ -85,7 +85,7 @@ def _validate(gate_suites: dict[str, str], out_dir: Path, params: BaseModel, rep
         raise failure
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: dict, sort_keys: bool = True) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str))
     tmp.replace(path)
