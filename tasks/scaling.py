@@ -22,6 +22,7 @@ from components.scaling import bootstrap, fit_scaling_laws, plot_isoflop, plot_p
 from components.scaling.sweep import matmul_params, nearest_depth, plan_sweep
 from components.storage import file_md5
 from components.train import TrainConfig
+from components.train.launch import world_size
 from components.train.params import METRICS, RESULT
 from components.train.report import read_rows
 from tasks import tracking
@@ -149,7 +150,7 @@ def _recommended_overlay(advice: dict, sweep: SweepParams, base: PretrainParams,
     model = base.model.model_copy(update={"aspect_ratio": sweep.aspect_ratio, "head_dim": sweep.head_dim})
     depth = nearest_depth(advice["params"], model, vocab)
     n = matmul_params(model.model_copy(update={"depth": depth}), vocab)
-    tokens_per_step = base.micro_batch * base.grad_accum * base.launch.nproc_per_node * base.model.seq_len
+    tokens_per_step = base.micro_batch * base.grad_accum * world_size(base.launch) * base.model.seq_len
     steps = max(1, round(sweep.target_flops / (6 * n * tokens_per_step)))  # the budget at the realised size
     return {"pretrain": {"model": {"depth": depth, "aspect_ratio": sweep.aspect_ratio, "head_dim": sweep.head_dim},
                          "steps": steps, "warmup": max(1, round(sweep.warmup_fraction * steps)),
