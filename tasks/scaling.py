@@ -22,7 +22,7 @@ from components.scaling import bootstrap, fit_scaling_laws, plot_isoflop, plot_p
 from components.scaling.sweep import matmul_params, nearest_depth, plan_sweep
 from components.storage import file_md5
 from components.train import TrainConfig
-from components.train.launch import world_size
+from components.train.launch import LaunchParams, world_size
 from components.train.params import METRICS, RESULT
 from components.train.report import read_rows
 from tasks import tracking
@@ -30,6 +30,10 @@ from tasks.dag import StageError, Workspace
 from tasks.params import SCALED_FILE
 from tasks.pretrain import Params as PretrainParams
 from tasks.pretrain import _launch, train_config
+
+
+# Every point is small: one rank on this machine, whatever the preset's launcher (its batch settings still apply).
+SWEEP_LAUNCH = LaunchParams(launcher="torchrun", nproc_per_node=1)
 
 
 class SweepParams(StrictModel):
@@ -49,7 +53,7 @@ class SweepParams(StrictModel):
 
 def sweep_points(sweep: SweepParams, base: PretrainParams, vocab_size: int) -> list[dict]:
     model = base.model.model_copy(update={"aspect_ratio": sweep.aspect_ratio, "head_dim": sweep.head_dim})
-    tokens_per_step = base.micro_batch * base.grad_accum * base.model.seq_len  # one rank: the sweep's launch
+    tokens_per_step = base.micro_batch * base.grad_accum * base.model.seq_len  # one rank: SWEEP_LAUNCH
     return plan_sweep(sweep.budgets, sweep.depths, model, vocab_size, tokens_per_step)
 
 
@@ -60,7 +64,7 @@ def point_config(point: dict, sweep: SweepParams, base: PretrainParams, ws: Work
                                                "head_dim": sweep.head_dim}),
         "steps": point["steps"], "warmup": max(1, round(sweep.warmup_fraction * point["steps"])),
         "ckpt_every": 0, "val_every": 0, "keep_last": 1, "log_every": max(1, point["steps"] // 20),
-        "launch": base.launch.model_copy(update={"nproc_per_node": 1}),
+        "launch": SWEEP_LAUNCH,
     })
     return train_config(params, ws.root / "data/tokenize", ws.root / "data/tokenizer", ws.state_dir / "scaling")
 
@@ -77,8 +81,7 @@ def train_budget(budget: float, points: list[dict], sweep: SweepParams, base: Pr
     if pending:
         for _, cfg in pending:
             (cfg.ckpt_dir / "train_config.json").write_text(cfg.model_dump_json(indent=2))
-        _launch(base.launch.model_copy(update={"nproc_per_node": 1}),
-                [cfg.ckpt_dir / "train_config.json" for _, cfg in pending])
+        _launch(SWEEP_LAUNCH, [cfg.ckpt_dir / "train_config.json" for _, cfg in pending])
     results = []
     for point, cfg in zip(points, configs):
         trained = any(cfg is c for _, c in pending)
@@ -95,10 +98,10 @@ def _log_point(ws: Workspace, point: dict, cfg: TrainConfig, parent_run_id: str)
     c = tracking.client()
     for key in ("budget", "depth", "width", "params", "steps", "tokens", "flops"):
         c.log_param(run_id, key, point[key])
-    stage_run = tracking._StageRun(run_id)
+    handle = tracking.RunHandle(run_id)
     for row in read_rows(cfg.ckpt_dir / METRICS):
         step = row.pop("step")
-        stage_run.log_metrics(row, step=step)
+        handle.log_metrics(row, step=step)
     tracking.end_run(run_id, ok=True)
     (cfg.ckpt_dir / "mlflow_run_id").write_text(run_id)
     return run_id

@@ -118,8 +118,8 @@ def _flatten(values, prefix: str):
         yield prefix, values
 
 
-class _StageRun:
-    """The stage process's handle on its MLflow run (a no-op when not orchestrated)."""
+class RunHandle:
+    """A handle on one MLflow run: a stage process's own (a no-op when not orchestrated), or a sweep point's."""
 
     def __init__(self, run_id: str | None):
         self.run_id = run_id
@@ -161,5 +161,5 @@ class _StageRun:
             client().log_artifacts(self.run_id, str(folder), artifact_path="reports")
 
 
-def current_stage_run() -> _StageRun:
-    return _StageRun(os.environ.get(RUN_ID_ENV))
+def current_stage_run() -> RunHandle:
+    return RunHandle(os.environ.get(RUN_ID_ENV))
