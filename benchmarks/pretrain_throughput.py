@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from components.model import ModelParams, build_model, llama_config, parameter_count
@@ -113,11 +112,6 @@ def trainer_rank(config_path: str) -> None:
     from components.train import engine, run
 
     imported = _memory_mib("VmRSS")
-    if torch.cuda.is_available():
-        # The engine all-reduces the step's loss as a CPU tensor, and DeepSpeed's group is NCCL alone, which
-        # refuses CPU tensors ("No backend type associated with device type cpu"). With gloo for CPU tensors
-        # and NCCL for CUDA ones in the group (DeepSpeed adopts a group already made), the trainer runs as is.
-        dist.init_process_group("cpu:gloo,cuda:nccl")
 
     def stamped_train(cfg: TrainConfig) -> dict:
         log = cfg.on_metrics
@@ -137,10 +131,9 @@ def bare_rank(config_path: str) -> None:
     if cfg.grad_accum != 1 or int(os.environ.get("WORLD_SIZE", "1")) != 1 or cfg.bf16:
         raise ValueError("the bare loop is one rank in fp32 without gradient accumulation")
     model = build_model(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id, seed=cfg.seed)
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": cfg.weight_decay},
-                                   {"params": vectors, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    from components.train.engine import param_groups
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     windows = TokenWindows(split_shards(cfg.token_dir, "train"), cfg.model.seq_len, cfg.micro_batch, cfg.seed)
     cfg.ckpt_dir.mkdir(parents=True, exist_ok=True)
     with open(cfg.ckpt_dir / "metrics.jsonl", "w") as metrics:

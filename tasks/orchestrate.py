@@ -59,7 +59,7 @@ class Session:
 
 
 def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wait_s: float) -> Session:
-    lock = _acquire(ws, lock_wait_s)
+    lock = acquire_workspace(ws, lock_wait_s)
     try:
         params = resolve(ws, preset, overrides)
         write_effective(ws, params)
@@ -68,7 +68,7 @@ def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wai
         mlflow.set_tracking_uri(tracking.default_tracking_uri(ws.root))
         run_id = tracking.start_run(ws.root, f"pipeline {params['preset']}", {
             "kind": "pipeline", "preset": params["preset"], "overrides": json.dumps(overrides, sort_keys=True),
-            "params_digest": digest(params), **_prefect_tags(),
+            "params_digest": digest(params), **prefect_tags(),
         })
     except BaseException:
         lock.release()
@@ -76,7 +76,7 @@ def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wai
     return Session(ws, params, run_id, lock)
 
 
-def _acquire(ws: Workspace, wait_s: float) -> FileLock:
+def acquire_workspace(ws: Workspace, wait_s: float) -> FileLock:
     ws.state_dir.mkdir(exist_ok=True)
     holder = ws.state_dir / "pipeline.lock.holder"
     lock = FileLock(ws.state_dir / "pipeline.lock")
@@ -92,7 +92,7 @@ def _acquire(ws: Workspace, wait_s: float) -> FileLock:
     return lock
 
 
-def _prefect_tags() -> dict[str, str]:
+def prefect_tags() -> dict[str, str]:
     url = flow_run.ui_url or ""
     return {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_url": url if url.startswith("http") else ""}
 
@@ -119,7 +119,7 @@ def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
     section = ws.module(name).SECTION
     run_id = tracking.start_run(ws.root, name, {
         "kind": "stage", "stage": name, "reason": reason[:5000],
-        "params_digest": digest(params[section]), **_prefect_tags(),
+        "params_digest": digest(params[section]), **prefect_tags(),
     }, parent_id=parent_run_id)
     started = time.monotonic()
     try:

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from components.model import describe, parameter_count, reload_difference
 from components.model.config import llama_config
-from components.storage import file_md5
+from components.storage import code_digest, file_md5
 from components.tokenize import read_manifest, require_compatible
 from components.tokenizer import tokenizer_digest
 from components.train import TrainConfig, TrainParams, decay_start, split_shards, val_batches
@@ -62,7 +62,7 @@ def run(ctx, progress: bool = True) -> dict[str, float]:
     cfg = train_config(ctx.params, ctx.inputs["tokenize"], ctx.inputs["tokenizer"], ctx.state_dir)
     config_file = cfg.ckpt_dir / "train_config.json"
     config_file.write_text(cfg.model_dump_json(indent=2))
-    _launch(ctx.params.launch, [config_file], follow=cfg)
+    launch_ranks(ctx.params.launch, [config_file], follow=cfg)
     result = json.loads((cfg.ckpt_dir / RESULT).read_text())
     rows = read_rows(cfg.ckpt_dir / METRICS)
     baseline = unigram_bits_per_byte(cfg.token_dir, token_bytes(cfg.tokenizer_dir, cfg.vocab_size),
@@ -113,13 +113,11 @@ def run_key(cfg: TrainConfig, token_dir: Path, world: int) -> str:
     ranks is part of it: it sets the global batch, and DeepSpeed cannot load ZeRO shards across sizes."""
     sha = hashlib.sha256(cfg.model_dump_json(exclude=OBSERVATION_FIELDS).encode() + f"world={world}".encode())
     sha.update(file_md5(token_dir / "manifest.json").encode())  # the manifest lists every shard's md5
-    for folder in TRAINING_CODE:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            sha.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    sha.update(code_digest(ROOT, TRAINING_CODE).encode())
     return f"run-{sha.hexdigest()[:16]}"
 
 
-def _launch(launch: LaunchParams, config_files: list[Path], follow: TrainConfig | None = None) -> None:
+def launch_ranks(launch: LaunchParams, config_files: list[Path], follow: TrainConfig | None = None) -> None:
     """Start the ranks on the configs (trained in turn) and wait. Their output goes to this process's log;
     with `follow`, that run's metrics go to MLflow as they come."""
     cmd = command(launch, "components.train.run", *map(str, config_files))

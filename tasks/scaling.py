@@ -29,7 +29,7 @@ from tasks import tracking
 from tasks.dag import StageError, Workspace
 from tasks.params import SCALED_FILE
 from tasks.pretrain import Params as PretrainParams
-from tasks.pretrain import _launch, train_config
+from tasks.pretrain import launch_ranks, train_config
 
 
 # Every point is small: one rank on this machine, whatever the preset's launcher (its batch settings still apply).
@@ -81,7 +81,7 @@ def train_budget(budget: float, points: list[dict], sweep: SweepParams, base: Pr
     if pending:
         for _, cfg in pending:
             (cfg.ckpt_dir / "train_config.json").write_text(cfg.model_dump_json(indent=2))
-        _launch(SWEEP_LAUNCH, [cfg.ckpt_dir / "train_config.json" for _, cfg in pending])
+        launch_ranks(SWEEP_LAUNCH, [cfg.ckpt_dir / "train_config.json" for _, cfg in pending])
     results = []
     for point, cfg in zip(points, configs):
         trained = any(cfg is c for _, c in pending)
@@ -247,10 +247,10 @@ def open_sweep(ws: Workspace, preset: str, overrides: dict, sweep: dict, lock_wa
     """(the workspace lock, the sweep settings, the preset's pretrain params, the sweep's MLflow run id)."""
     import mlflow
 
-    from tasks.orchestrate import _acquire, _prefect_tags
+    from tasks.orchestrate import acquire_workspace, prefect_tags
     from tasks.params import digest, resolve
 
-    lock = _acquire(ws, lock_wait_s)  # a pipeline run must not replace the shards under the sweep
+    lock = acquire_workspace(ws, lock_wait_s)  # a pipeline run must not replace the shards under the sweep
     try:
         params = resolve(ws, preset, overrides)
         settings, base = SweepParams(**sweep), PretrainParams(**params["pretrain"])
@@ -259,7 +259,7 @@ def open_sweep(ws: Workspace, preset: str, overrides: dict, sweep: dict, lock_wa
         run_id = tracking.start_run(ws.root, f"scaling sweep {preset}", {
             "kind": "scaling", "preset": preset, "sweep": settings.model_dump_json(),
             "params_digest": digest(params["pretrain"]),
-            "token_manifest_md5": file_md5(ws.root / "data/tokenize/manifest.json"), **_prefect_tags()})
+            "token_manifest_md5": file_md5(ws.root / "data/tokenize/manifest.json"), **prefect_tags()})
     except BaseException:
         lock.release()
         raise

@@ -113,17 +113,19 @@ def _engine(cfg: TrainConfig, world: int):
     model = build_model(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id, seed=cfg.seed)
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable()
-    # Weight decay shrinks matrices toward 0; on norm gains (1-D) it would only fight the normalisation.
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
     fused = {"fused": True} if torch.cuda.is_available() else {}  # one kernel for all tensors; CPU has none
-    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": cfg.weight_decay},
-                                   {"params": vectors, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
-                                  **fused)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), **fused)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, world))
     if cfg.compile:
         engine.compile()
     return engine
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay shrinks matrices toward 0; on norm gains (1-D) it would only fight the
+    normalisation, so they get none."""
+    return [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
 
 
 def _data(cfg: TrainConfig, rank: int, world: int) -> dict[str, TokenWindows]:

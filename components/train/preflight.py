@@ -9,7 +9,6 @@ that never started), so the launch runs under a timeout.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+from components.storage import code_digest
 from components.train.launch import LaunchParams, command, die_with_parent, hosts, world_size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,14 +27,9 @@ CODE = ("components", "tasks", "flows", "infra")  # the project's code: what mus
 PACKAGES = ("torch", "deepspeed", "transformers")
 
 
-def code_digest(root: Path = ROOT) -> str:
-    """sha256 over the project's Python files and pyproject.toml (names and contents): equal on two nodes
-    exactly when they would run the same code, with or without git."""
-    sha = hashlib.sha256()
-    files = [p for folder in CODE for p in sorted((root / folder).rglob("*.py"))] + [root / "pyproject.toml"]
-    for path in files:
-        sha.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return sha.hexdigest()[:16]
+def project_digest() -> str:
+    """The digest of the project's code and pyproject.toml: equal on two nodes that would run the same code."""
+    return code_digest(ROOT, CODE, extra=("pyproject.toml",))
 
 
 def check(launch: LaunchParams, ckpt_dir: Path, min_free_disk_gb: float = 10.0, min_free_gpu_gb: float = 0.0,
@@ -95,7 +90,7 @@ def _facts(spec: dict) -> dict:
 
     ckpt = Path(spec["ckpt_dir"])
     facts = {"host": socket.gethostname(), "rank": int(os.environ["RANK"]),
-             "local_rank": int(os.environ.get("LOCAL_RANK", 0)), "code": code_digest(),
+             "local_rank": int(os.environ.get("LOCAL_RANK", 0)), "code": project_digest(),
              "versions": {name: _version(name) for name in PACKAGES}, "python": sys.version.split()[0],
              "free_disk_gb": shutil.disk_usage(ckpt).free / 1e9, "ckpt_writable": _writable(ckpt),
              "gpus": torch.cuda.device_count(), "free_gpu_gb": None}

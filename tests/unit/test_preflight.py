@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from components.train.launch import LaunchParams
-from components.train.preflight import check, code_digest, problems_of
+from components.train.preflight import check, problems_of, project_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ def test_two_local_ranks_pass_through_the_cli(tmp_path):
     report = json.loads(out.stdout[out.stdout.index("{"):])
     assert report["ok"] and report["world"] == 2 and report["problems"] == []
     assert sorted(r["rank"] for r in report["ranks"]) == [0, 1]
-    assert {r["code"] for r in report["ranks"]} == {code_digest()} and all(r["ckpt_writable"] for r in report["ranks"])
+    assert {r["code"] for r in report["ranks"]} == {project_digest()} and all(r["ckpt_writable"] for r in report["ranks"])
 
 
 def test_too_little_disk_fails_with_what_to_do(tmp_path):
