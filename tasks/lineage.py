@@ -41,8 +41,8 @@ def trace(run_id: str) -> dict:
         node["stages"] = [trace(r.info.run_id) for r in _search(f"tags.`mlflow.parentRunId` = '{run_id}'")]
         return node
     for path, md5 in _paths(tags, "input.").items():
-        producer = _producer(path, md5) if path.startswith("data/") else None
-        node["inputs"].append({"path": path, "md5": md5, "produced_by": trace(producer) if producer else None})
+        made_by = producer(path, md5) if path.startswith("data/") else None
+        node["inputs"].append({"path": path, "md5": md5, "produced_by": trace(made_by) if made_by else None})
     sources = tags.get(f"{TAG}raw_sources")
     if sources:
         node["raw_sources"] = json.loads(sources)
@@ -54,7 +54,8 @@ def _paths(tags: dict, kind: str) -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in sorted(tags.items()) if k.startswith(prefix)}
 
 
-def _producer(path: str, md5: str) -> str | None:
+def producer(path: str, md5: str) -> str | None:
+    """The latest finished stage run whose output `path` had this md5."""
     runs = _search(f"tags.`{TAG}output.{path}` = '{md5}' and attributes.status = 'FINISHED'")
     return runs[0].info.run_id if runs else None
 

@@ -9,13 +9,9 @@ stopped, and a finished one is only exported again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -23,21 +19,21 @@ from pydantic import Field, model_validator
 
 from components.model import describe, parameter_count, reload_difference
 from components.model.config import llama_config
-from components.storage import code_digest, file_md5
+from components.storage import file_md5
 from components.tokenize import read_manifest, require_compatible
 from components.tokenizer import tokenizer_digest
 from components.train import TrainConfig, TrainParams, decay_start, split_shards, val_batches
 from components.train.evaluate import token_bytes, unigram_bits_per_byte
-from components.train.launch import LaunchParams, command, die_with_parent, world_size
+from components.train.launch import LaunchParams, world_size
 from components.train.report import plot_training, read_rows, summary
 from components.train.params import METRICS, RESULT
 from tasks import tracking
+from tasks.training import forget_superseded, input_tags, launch_ranks, run_key
 
 SECTION = "pretrain"
 GATES = {"checks.parquet": "pretrained_model"}
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_CODE = ("components/train", "components/model")  # what the run key hashes, besides params and data
-__all__ = ["GATES", "Params", "SECTION", "published", "run"]
+__all__ = ["GATES", "Params", "SECTION", "published", "run", "run_key", "train_config"]
 
 
 class Params(TrainParams):
@@ -103,70 +99,6 @@ def train_config(params: Params, token_dir: Path, tokenizer_dir: Path, state_dir
     return cfg.model_copy(update={"ckpt_dir": ckpt_dir})
 
 
-# Settings that change what is logged or kept, not the weights: a run may resume under different values.
-OBSERVATION_FIELDS = {"ckpt_dir", "token_dir", "tokenizer_dir", "on_metrics", "step_pause_s", "log_every",
-                      "val_every", "val_batches", "ckpt_every", "keep_last", "peak_flops"}
-
-
-def run_key(cfg: TrainConfig, token_dir: Path, world: int) -> str:
-    """Names the checkpoint folder: equal exactly when a run may resume another's checkpoints. The number of
-    ranks is part of it: it sets the global batch, and DeepSpeed cannot load ZeRO shards across sizes."""
-    sha = hashlib.sha256(cfg.model_dump_json(exclude=OBSERVATION_FIELDS).encode() + f"world={world}".encode())
-    sha.update(file_md5(token_dir / "manifest.json").encode())  # the manifest lists every shard's md5
-    sha.update(code_digest(ROOT, TRAINING_CODE).encode())
-    return f"run-{sha.hexdigest()[:16]}"
-
-
-def launch_ranks(launch: LaunchParams, config_files: list[Path], follow: TrainConfig | None = None) -> None:
-    """Start the ranks on the configs (trained in turn) and wait. Their output goes to this process's log;
-    with `follow`, that run's metrics go to MLflow as they come."""
-    cmd = command(launch, "components.train.run", *map(str, config_files))
-    print(f"launching {world_size(launch)} rank(s): {' '.join(cmd)}", flush=True)
-    follower = _MetricsFollower(follow.ckpt_dir / METRICS, follow.steps) if follow else None
-    if follower:
-        follower.start()
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, preexec_fn=die_with_parent, stdout=sys.stdout, stderr=sys.stderr)
-    finally:
-        if follower:
-            follower.stop()
-    if proc.returncode != 0:
-        raise RuntimeError(f"training exited with {proc.returncode} (its output is above); a rerun resumes from "
-                           "the newest checkpoint of each run")
-
-
-class _MetricsFollower(threading.Thread):
-    """Tails rank 0's metrics.jsonl: every new row to MLflow (with its step) and one progress line to the log."""
-
-    def __init__(self, path: Path, steps: int):
-        super().__init__(daemon=True)
-        self.path, self.steps, self.offset = path, steps, path.stat().st_size if path.exists() else 0
-        self.stage_run, self.done = tracking.current_stage_run(), threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(2.0):
-            self.follow()
-        self.follow()
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join()
-
-    def follow(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path) as f:
-            f.seek(self.offset)
-            lines = f.readlines()
-        complete = [line for line in lines if line.endswith("\n")]  # a line being written waits for next time
-        self.offset += sum(len(line.encode()) for line in complete)
-        for row in map(json.loads, complete):
-            step = row.pop("step")
-            self.stage_run.log_metrics(row, step=step)
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
-            print(f"step {step}/{self.steps}  {shown}", flush=True)
-
-
 def _checks(params: Params, cfg: TrainConfig, model, out_dir: Path, stats: dict) -> pd.DataFrame:
     """What the gate requires of the model: one row per check, `passed` True or False."""
     batch = next(val_batches(split_shards(cfg.token_dir, "val") or split_shards(cfg.token_dir, "train"),
@@ -199,14 +131,6 @@ def _card(cfg: TrainConfig, result: dict, stats: dict) -> str:
     return "\n".join(lines)
 
 
-def _forget_superseded(ckpt_dir: Path) -> None:
-    """Delete checkpoints of earlier configurations: the published model supersedes them, and at scale each
-    set is terabytes. The current run's stay, so it can be continued."""
-    for other in ckpt_dir.parent.glob("run-*"):
-        if other != ckpt_dir and other.is_dir():
-            shutil.rmtree(other, ignore_errors=True)
-
-
 def published(ctx, stage_run) -> None:
     """Once the model passed its gate and is published: drop superseded checkpoints, and register the model
     in the MLflow Model Registry, tagged with what it was made from."""
@@ -214,21 +138,15 @@ def published(ctx, stage_run) -> None:
 
     ws = Workspace()
     cfg = json.loads((ctx.report_dir / "train_config.json").read_text())
-    inputs = {f"input.{path}": _dvc_md5(ws, up, path) for up, path in ctx.spec.inputs().items()}
+    inputs = input_tags(ws, ctx.spec)
     tags = {"llm.tokenizer_digest": cfg["tokenizer_digest"],
             "llm.token_manifest_md5": file_md5(ctx.inputs["tokenize"] / "manifest.json"),
             "llm.git_commit": tracking.git_commit(ws.root), "llm.stage_run_id": stage_run.run_id or "",
             "llm.scaling_run": ctx.params.scaling_run or "",
             "llm.deepspeed_config": (ctx.out_dir / "ds_config.json").read_text()[:5000],
             **{f"llm.{k}": v for k, v in inputs.items()}}
-    _forget_superseded(ctx.state_dir / Path(cfg["ckpt_dir"]).name)
+    forget_superseded(ctx.state_dir / Path(cfg["ckpt_dir"]).name)
     version = stage_run.register_model(ctx.out_dir, ctx.params.registered_model, tags,
                                        description=describe(TrainConfig(**cfg).model, cfg["vocab_size"]))
     if version:
         print(f"registered {ctx.params.registered_model} version {version}", flush=True)
-
-
-def _dvc_md5(ws, upstream: str, path: str) -> str:
-    """The md5 dvc.lock records for `path` as `upstream`'s output: the version of the data that was read."""
-    outs = ws.lock_entry(upstream).get("outs", [])
-    return next((out.get("md5", "") for out in outs if out["path"] == path), "")

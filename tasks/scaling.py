@@ -29,7 +29,8 @@ from tasks import tracking
 from tasks.dag import StageError, Workspace
 from tasks.params import SCALED_FILE
 from tasks.pretrain import Params as PretrainParams
-from tasks.pretrain import launch_ranks, train_config
+from tasks.pretrain import train_config
+from tasks.training import launch_ranks
 
 
 # Every point is small: one rank on this machine, whatever the preset's launcher (its batch settings still apply).

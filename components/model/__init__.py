@@ -5,9 +5,9 @@ export as a Hugging Face folder.
 training stage wraps it for parallelism, this package does not. `describe(params, vocab_size)` tabulates
 the sizes a `depth` gives.
 """
-from components.model.config import ModelParams, build_model, llama_config
+from components.model.config import ModelParams, build_model, llama_config, model_params
 from components.model.export import export_hf, model_card, reload_difference
 from components.model.flops import describe, flops_per_token, parameter_count
 
 __all__ = ["ModelParams", "build_model", "describe", "export_hf", "flops_per_token", "llama_config",
-           "model_card", "parameter_count", "reload_difference"]
+           "model_card", "model_params", "parameter_count", "reload_difference"]

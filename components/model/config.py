@@ -84,3 +84,12 @@ def build_model(params: ModelParams, vocab_size: int, bos_id: int, eos_id: int, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LlamaForCausalLM(config)
+
+
+def model_params(config: LlamaConfig, seq_len: int | None = None) -> ModelParams:
+    """The dial settings of an existing model (e.g. a base model to fine-tune), read back from its config."""
+    return ModelParams(depth=config.num_hidden_layers, head_dim=config.head_dim,
+                       aspect_ratio=config.hidden_size // config.num_hidden_layers,
+                       kv_heads_ratio=config.num_attention_heads // config.num_key_value_heads,
+                       seq_len=seq_len or config.max_position_embeddings, tie_embeddings=config.tie_word_embeddings,
+                       rope_theta=config.rope_parameters["rope_theta"], norm_eps=config.rms_norm_eps)

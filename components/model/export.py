@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from components.model.config import ModelParams
+from components.model.config import model_params
 from components.model.flops import describe
 from components.tokenizer.train import CHAT_TEMPLATE, DIGESTED_FILES
 
@@ -52,11 +52,7 @@ def _check_tokenizer(model: PreTrainedModel, tokenizer_dir: Path) -> None:
 
 def model_card(model: PreTrainedModel, extra_card: str = "") -> str:
     config = model.config
-    params = ModelParams(depth=config.num_hidden_layers, head_dim=config.head_dim,
-                         aspect_ratio=config.hidden_size // config.num_hidden_layers,
-                         kv_heads_ratio=config.num_attention_heads // config.num_key_value_heads,
-                         seq_len=config.max_position_embeddings, tie_embeddings=config.tie_word_embeddings,
-                         rope_theta=config.rope_parameters["rope_theta"], norm_eps=config.rms_norm_eps)
+    params = model_params(config)
     header = "\n".join(["---", "license: apache-2.0", "library_name: transformers",
                         "pipeline_tag: text-generation", "tags: [llm-lifecycle, llama, pretraining]", "---"])
     body = ("# llm-lifecycle model\n\nA Llama-architecture decoder (RMSNorm, RoPE, SwiGLU, no biases) trained "

@@ -14,8 +14,9 @@ import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 from transformers import LlamaForCausalLM
 
-from components.model import build_model, export_hf
+from components.model import export_hf
 from components.train.engine import latest_step
+from components.train.objectives import build_model
 from components.train.params import TrainConfig
 
 
@@ -25,9 +26,9 @@ def load_trained(cfg: TrainConfig) -> LlamaForCausalLM:
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint in {cfg.ckpt_dir} (no 'latest' marker): train first")
     state = _weights(cfg.ckpt_dir, step)
-    model = build_model(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id, seed=cfg.seed)
+    model = build_model(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if cfg.model.tie_embeddings else set()  # the embedding, saved once
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()  # the embedding, saved once
     if unexpected or set(missing) - tied:
         raise ValueError(f"checkpoint step-{step} in {cfg.ckpt_dir} does not fit the configured model: "
                          f"missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
@@ -47,11 +48,16 @@ def _weights(ckpt_dir: Path, step: int) -> dict:
     return {name: tensor.float() for name, tensor in module.items()}
 
 
-def export_checkpoint(cfg: TrainConfig, out_dir: Path, extra_card: str = "") -> LlamaForCausalLM:
+def export_checkpoint(cfg: TrainConfig, out_dir: Path, extra_card: str = "",
+                      stop_token_ids: list[int] | None = None) -> LlamaForCausalLM:
     """Write the newest checkpoint as an HF folder (weights, config, tokenizer, chat template, card) into
-    `out_dir`; returns the model it wrote, for checks against the reloaded folder."""
-    if cfg.tokenizer_dir is None:
+    `out_dir`; returns the model it wrote, for checks against the reloaded folder. `stop_token_ids` go into
+    its generation config: a chat model ends its turn with <|im_end|>, so generation must stop there too."""
+    tokenizer_dir = cfg.tokenizer_dir or cfg.init_from
+    if tokenizer_dir is None:
         raise ValueError("exporting needs the tokenizer folder (TrainConfig.tokenizer_dir)")
     model = load_trained(cfg)
-    export_hf(model, cfg.tokenizer_dir, out_dir, extra_card)
+    if stop_token_ids:
+        model.generation_config.eos_token_id = stop_token_ids
+    export_hf(model, tokenizer_dir, out_dir, extra_card)
     return model

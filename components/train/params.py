@@ -1,5 +1,6 @@
-"""What a training run is given: the hyperparameters a person chooses (`TrainParams`, a section of params.yaml)
-and the facts of one run that the pipeline fills in (`TrainConfig`: vocabulary, digests, folders).
+"""What a training run is given: the hyperparameters a person chooses (`LoopParams`, shared by every objective;
+`TrainParams` adds pretraining's model size and steps) and the facts of one run that the pipeline fills in
+(`TrainConfig`: objective, vocabulary, digests, folders).
 
 No DeepSpeed import here: the pipeline validates and writes these without starting the training stack.
 """
@@ -19,9 +20,9 @@ METRICS = "metrics.jsonl"
 RESULT = "result.json"
 
 
-class TrainParams(StrictModel):
-    model: ModelParams = ModelParams()
-    steps: int = Field(300, gt=0, description="optimizer steps in the whole run (resumes included)")
+class LoopParams(StrictModel):
+    """The training loop's settings, the same for every objective (pretraining, SFT, ...)."""
+
     micro_batch: int = Field(4, gt=0, description="sequences per rank per forward pass")
     grad_accum: int = Field(1, gt=0, description="forward/backward passes per optimizer step")
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
@@ -52,16 +53,29 @@ class TrainParams(StrictModel):
                                      "datasheet table (H100, H200, A100), or a matmul measured on CPU")
 
 
+class TrainParams(LoopParams):
+    """Pretraining: the loop's settings, the model's size and the length of the run."""
+
+    model: ModelParams = ModelParams()
+    steps: int = Field(300, gt=0, description="optimizer steps in the whole run (resumes included)")
+
+
 class TrainConfig(TrainParams):
     """One run: the hyperparameters plus what the pipeline knows about its inputs and where it writes."""
 
+    objective: Literal["causal_lm", "sft"] = Field("causal_lm", description="what is learned: a module of "
+                                                   "components/train/objectives")
+    init_from: Path | None = Field(None, description="a Hugging Face model folder to start from (fine-tuning); "
+                                   "None: a fresh model of the size `model` gives")
+    pack: bool = Field(True, description="sft: several conversations per row, attention kept inside each")
     vocab_size: int = Field(..., gt=0, description="the model's vocabulary; the token shards must match it")
     tokenizer_digest: str = Field(..., description="digest of the tokenizer the shards must have been made with")
     tokenizer_dir: Path | None = Field(None, description="when given, validation also reports bits per byte")
     bos_id: int = 0
     eos_id: int = 1
     pad_id: int = 2
-    token_dir: Path
+    token_dir: Path = Field(..., description="the objective's data: token shards (causal_lm), tokenized "
+                            "conversations (sft)")
     ckpt_dir: Path
     deepspeed: dict = Field(default_factory=dict, description="a DeepSpeed config template (infra/deepspeed/): "
                             "its 'auto' values are filled from these settings")
