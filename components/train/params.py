@@ -63,8 +63,10 @@ class TrainParams(LoopParams):
 class TrainConfig(TrainParams):
     """One run: the hyperparameters plus what the pipeline knows about its inputs and where it writes."""
 
-    objective: Literal["causal_lm", "sft"] = Field("causal_lm", description="what is learned: a module of "
-                                                   "components/train/objectives")
+    objective: Literal["causal_lm", "sft", "reward", "dpo"] = Field(
+        "causal_lm", description="what is learned: a module of components/train/objectives")
+    options: dict = Field(default_factory=dict, description="the objective's own settings (its `Options` model "
+                          "validates them), e.g. DPO's beta")
     init_from: Path | None = Field(None, description="a Hugging Face model folder to start from (fine-tuning); "
                                    "None: a fresh model of the size `model` gives")
     pack: bool = Field(True, description="sft: several conversations per row, attention kept inside each")

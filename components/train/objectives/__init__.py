@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 Batch = dict[str, "torch.Tensor"]
 
 # objective name → its module; each module defines `Objective(cfg)`
-MODULES = {"causal_lm": "components.train.objectives.causal_lm", "sft": "components.train.objectives.sft"}
+MODULES = {name: f"components.train.objectives.{name}" for name in ("causal_lm", "sft", "reward", "dpo")}
 
 
 class Objective(Protocol):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from components.tokenizer import tokenizer_digest
+from components.train.objectives.sampling import EpochSampler, dealt
 from components.train.params import TrainConfig
 
 IGNORE = -100  # label of a position that is not trained (transformers' and PyTorch's convention)
@@ -142,21 +142,12 @@ class Objective:
         cfg, rows = self.cfg, self.rows("train")
         if not len(rows):
             raise ValueError(f"no training conversations in {cfg.token_dir}")
-        per_step = cfg.micro_batch * cfg.grad_accum * world
-
-        @lru_cache(maxsize=2)
-        def epoch_order(epoch: int) -> np.ndarray:
-            return np.random.default_rng([cfg.seed, epoch]).permutation(len(rows))
-
-        def row_of(sample: np.ndarray) -> np.ndarray:  # global sample index → row: every row once per epoch
-            return np.array([epoch_order(int(s) // len(rows))[int(s) % len(rows)] for s in sample])
+        sampler = EpochSampler(len(rows), cfg.seed, cfg.micro_batch, cfg.grad_accum, world)
 
         def batch(step: int, micro: int) -> dict[str, torch.Tensor]:
-            first = (step * cfg.grad_accum + micro) * cfg.micro_batch * world + rank * cfg.micro_batch
-            step_trained = rows.trained[row_of(np.arange(step * per_step, (step + 1) * per_step))].sum()
             # DeepSpeed divides by grad_accum and averages over ranks: undo both, divide by the step's count
-            scale = cfg.grad_accum * world / max(int(step_trained), 1)
-            return rows.take(row_of(np.arange(first, first + cfg.micro_batch))) | {"scale": torch.tensor(scale)}
+            scale = cfg.grad_accum * world / max(int(rows.trained[sampler.step(step)].sum()), 1)
+            return rows.take(sampler.batch(step, micro, rank)) | {"scale": torch.tensor(scale)}
 
         return batch
 
@@ -168,8 +159,7 @@ class Objective:
 
     def val_batches(self, rank: int, world: int):
         rows, size = self.rows("val"), self.cfg.micro_batch
-        count = min(self.cfg.val_batches, len(rows) // size)
-        for index in range(rank, count - count % world, world):  # as many batches on every rank
+        for index in dealt(min(self.cfg.val_batches, len(rows) // size), rank, world):
             yield rows.take(np.arange(index * size, (index + 1) * size))
 
     def val_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
