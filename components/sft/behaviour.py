@@ -27,15 +27,17 @@ class Generation:
 
 
 def held_out_prompts(data_dir: Path, count: int) -> list[list[dict]]:
-    """The first `count` conversations of the SFT validation split, cut before their last assistant turn."""
-    path = Path(data_dir) / "examples-val.parquet"
-    if not path.exists():
-        return []
-    prompts = []
-    for messages in pq.read_table(path, columns=["messages"]).column("messages").to_pylist()[:count]:
-        turns = json.loads(messages)
-        prompts.append(turns[:max(i for i, turn in enumerate(turns) if turn["role"] == "assistant")])
-    return prompts
+    """The first `count` prompts of a validation split: SFT conversations (`examples-val.parquet`) cut before
+    their last assistant turn, or preference pairs' shared prompts (`pairs-val.parquet`, column `prompt`)."""
+    examples, pairs = Path(data_dir) / "examples-val.parquet", Path(data_dir) / "pairs-val.parquet"
+    if examples.exists():
+        conversations = [json.loads(m) for m in pq.read_table(examples, columns=["messages"])
+                         .column("messages").to_pylist()[:count]]
+        return [turns[:max(i for i, turn in enumerate(turns) if turn["role"] == "assistant")]
+                for turns in conversations]
+    if pairs.exists():
+        return [json.loads(p) for p in pq.read_table(pairs, columns=["prompt"]).column("prompt").to_pylist()[:count]]
+    return []
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ ZeRO, precision, the LR schedule, gradient accumulation, checkpoints and exact r
 objective owns the rest, and nothing else:
 
 - `build_model()`: the weights training starts from (a fresh model, or a Hugging Face folder to fine-tune);
+- `train_size()` (fine-tuning objectives): the rows one epoch has, from which a stage sets the steps;
 - `train_batches(rank, world)`: a function `(step, micro) -> batch`, a dict of CPU tensors that depends on
   nothing but its arguments and the config (that is what makes a resumed run identical to an uninterrupted
   one);

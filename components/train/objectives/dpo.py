@@ -82,6 +82,9 @@ class Objective:
         return pairs.take(index, self.cfg.pad_id) | {"ref_chosen": reference[index, 0],
                                                      "ref_rejected": reference[index, 1]}
 
+    def train_size(self) -> int:
+        return len(read_pairs(self.cfg.token_dir, "train"))
+
     def train_batches(self, rank: int, world: int):
         cfg = self.cfg
         pairs, reference = self._split("train")

@@ -56,6 +56,9 @@ class Objective:
     def build_model(self):
         return build_model(self.cfg)
 
+    def train_size(self) -> int:
+        return len(read_pairs(self.cfg.token_dir, "train"))
+
     def train_batches(self, rank: int, world: int):
         cfg, pairs = self.cfg, read_pairs(self.cfg.token_dir, "train")
         sampler = EpochSampler(len(pairs), cfg.seed, cfg.micro_batch, cfg.grad_accum, world)

@@ -138,6 +138,9 @@ class Objective:
             examples = [examples[i] for i in np.random.default_rng([self.cfg.seed]).permutation(len(examples))]
         return pack(examples, self.cfg.model.seq_len, self.cfg.pad_id, self.cfg.pack)
 
+    def train_size(self) -> int:
+        return len(self.rows("train"))
+
     def train_batches(self, rank: int, world: int):
         cfg, rows = self.cfg, self.rows("train")
         if not len(rows):
