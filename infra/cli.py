@@ -1,4 +1,4 @@
-"""`llm-lifecycle`: run the DAG, run one stage, audit lineage, manage the local stack."""
+"""`llm-lifecycle`: run the DAG, run one stage, audit lineage, manage the local stack, serve and chat with a model."""
 from __future__ import annotations
 
 import json
@@ -19,6 +19,10 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local stack: Prefect ser
 app.add_typer(stack_app, name="stack")
 
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. crawl.max_records=50")]
+ModelSpec = "models:/NAME/VERSION (or models:/NAME/latest), a stage (sft, pretrain), a Hugging Face folder or a hub id"
+Engine = Annotated[str, typer.Option(help="transformers (CPU or GPU), or vllm (GPU, installed separately)")]
+Device = Annotated[str, typer.Option(help="transformers engine: auto, cpu, cuda:0, ...")]
+Timeout = Annotated[float, typer.Option(help="seconds the model gets to load and the server to answer")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -265,6 +269,74 @@ def plan_compute(
     typer.echo(json.dumps(result, indent=2) if as_json else render(result))
 
 
+@app.command("serve")
+def serve_model(
+    model: Annotated[Optional[str], typer.Argument(help=f"{ModelSpec}; with --stop: a server's name, or all")] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="stop the model server MODEL (all without MODEL)")] = False,
+    engine: Engine = "transformers",
+    port: Annotated[Optional[int], typer.Option(help="port to listen on [8000, or a free one if taken]")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on; beyond loopback needs --allow-remote")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option(help="let other machines reach --host (no authentication)")] = False,
+    name: Annotated[Optional[str], typer.Option(help="the server's name in `stack status` [from the model]")] = None,
+    device: Device = "auto",
+    timeout: Timeout = 300,
+) -> None:
+    """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models) in the background, like
+    the stack's services: `stack status` lists it, `serve --stop NAME` or `stack down` stops it."""
+    from infra import serve
+    from tasks.dag import StageError, Workspace
+
+    try:
+        if stop:
+            typer.echo(f"stopped {', '.join(serve.stop(model)) or 'nothing'}")
+            return
+        if model is None:
+            _fail(f"name the model to serve: {ModelSpec}")
+        if not serve.is_loopback(host) and allow_remote:
+            typer.secho(f"warning: listening on {host}: anyone who reaches this machine can use the model, "
+                        "with no authentication", fg="yellow", err=True)
+        server = serve.start(serve.resolve(model, Workspace()), engine=engine, host=host, port=port, name=name,
+                             device=device, timeout_s=timeout, allow_remote=allow_remote)
+    except (serve.ServeError, StageError) as err:
+        _fail(str(err))
+    reused = server.get("reused")
+    ready = "" if reused else f", healthy after {server['start_s']} s"
+    typer.echo("\n".join([
+        f"model server {server['name']} {'already serves' if reused else 'serves'} {server['spec']} "
+        f"({server['engine']}, pid {server['pid']}){ready}",
+        f"  base_url: {server['base_url']}", f"  model:    {server['model']}", f"  log:      {server['log']}",
+        f"openai: OpenAI(base_url='{server['base_url']}', api_key='none').chat.completions.create("
+        f"model='{server['model']}', messages=[...], max_tokens=256)",
+        f"chat: llm-lifecycle chat {model}    stop: llm-lifecycle serve --stop {server['name']}"]))
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Argument(help=ModelSpec)],
+    temperature: Annotated[float, typer.Option(help="sampling temperature; 0 is greedy")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="most tokens in one reply")] = 256,
+    system: Annotated[Optional[str], typer.Option(help="system prompt (kept by /reset)")] = None,
+    engine: Engine = "transformers",
+    device: Device = "auto",
+    timeout: Timeout = 300,
+) -> None:
+    """Chat with a model in the terminal, replies streamed. Uses the running model server for MODEL, or starts
+    one and stops it when you leave. /reset forgets the conversation, /exit (or Ctrl-D) leaves."""
+    from infra import serve
+    from tasks.dag import StageError, Workspace
+
+    try:
+        target = serve.resolve(model, Workspace())
+        with serve.server_for(target, engine=engine, device=device, timeout_s=timeout) as server:
+            how = "started for this chat" if server["temporary"] else "running"
+            typer.echo(f"model server {server['name']} ({how}) at {server['base_url']}; /reset forgets the "
+                       "conversation, /exit leaves", err=True)
+            serve.converse(server["base_url"], server["model"], system, temperature=temperature,
+                           max_tokens=max_tokens)
+    except (serve.ServeError, StageError) as err:
+        _fail(str(err))
+
+
 @stack_app.command("up")
 def stack_up(s3: Annotated[bool, typer.Option("--s3", help="add a loopback S3 server for DVC and MLflow")] = False) -> None:
     """Start Prefect server, worker and MLflow server on 127.0.0.1 and register the deployments."""
@@ -275,7 +347,7 @@ def stack_up(s3: Annotated[bool, typer.Option("--s3", help="add a loopback S3 se
 
 @stack_app.command("status")
 def stack_status() -> None:
-    """URLs and health of the stack's services."""
+    """URLs and health of the stack's services and of the model servers (exit code 1: a service is down)."""
     from infra import stack
 
     report, healthy = stack.status()
@@ -285,7 +357,7 @@ def stack_status() -> None:
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop exactly what `stack up` started."""
+    """Stop exactly what `stack up` and `serve` started."""
     from infra import stack
 
     typer.echo(stack.down())

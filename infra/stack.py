@@ -2,7 +2,9 @@
 `--s3`) a moto S3 server that holds the DVC remote and MLflow's artifacts.
 
 Each service runs in its own process group, recorded in .llm-lifecycle/stack/state.json, so `down`
-stops exactly what `up` started (and their children), and nothing else.
+stops exactly what `up` started (and their children), and nothing else. Model servers (`llm-lifecycle
+serve`, infra/serve.py) are started the same way and recorded beside it, in model-servers.json: `status`
+lists them and `down` stops them too, but restarting the stack leaves them running.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def _state_dir() -> Path:
     return Workspace().state_dir / "stack"
 
 
-def _bin(name: str) -> str:
+def venv_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
@@ -54,14 +56,14 @@ def _services(state: Path, s3: bool) -> dict[str, dict]:
     artifacts = f"s3://{BUCKET}/mlartifacts" if s3 else str(state / "mlartifacts")
     services = {}
     if s3:
-        services["s3"] = {"cmd": [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(_port("s3"))],
+        services["s3"] = {"cmd": [venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(_port("s3"))],
                           "health": f"http://127.0.0.1:{_port('s3')}/moto-api/"}
     services["prefect"] = {
-        "cmd": [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(_port("prefect"))],
+        "cmd": [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(_port("prefect"))],
         "env": {"PREFECT_HOME": str(state / "prefect")},
         "health": f"http://127.0.0.1:{_port('prefect')}/api/health"}
     services["mlflow"] = {
-        "cmd": [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(_port("mlflow")), "--workers", "1",
+        "cmd": [venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(_port("mlflow")), "--workers", "1",
                 "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
                 "--artifacts-destination", artifacts, "--serve-artifacts"],
         "env": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # else ~2 GB of job workers
@@ -75,7 +77,7 @@ WORKER_SETTINGS = ("LLM_LIFECYCLE_DATA_DIR", "LLM_LIFECYCLE_DVC_REMOTE", "LLM_LI
 
 
 def up(s3: bool = False) -> str:
-    state_dir = _state_dir()
+    folder = _state_dir()
     settings = {key: os.environ.get(key) for key in WORKER_SETTINGS}
     previous = _load_state()
     restart = ""
@@ -86,52 +88,58 @@ def up(s3: bool = False) -> str:
         if healthy:
             changed = [k for k in WORKER_SETTINGS if previous.get("settings", {}).get(k) != settings[k]]
             restart = f"restarted: {', '.join(changed)} changed since the stack started\n"
-        down()
-    state_dir.mkdir(parents=True, exist_ok=True)
+        _stop_services()
+    folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     env = os.environ | QUIET | client_env(s3)
     state = {"s3": s3, "settings": settings, "services": {}}
     try:
-        for name, svc in _services(state_dir, s3).items():
-            state["services"][name] = _start(name, svc["cmd"], env | svc.get("env", {}), state_dir, svc["health"])
+        for name, svc in _services(folder, s3).items():
+            state["services"][name] = start_service(name, svc["cmd"], env | svc.get("env", {}), svc["health"])
             _save_state(state)
-        for name, svc in _services(state_dir, s3).items():
-            _wait_healthy(name, svc["health"], state_dir / f"{name}.log")
+        for name, svc in _services(folder, s3).items():
+            wait_healthy(name, svc["health"], folder / f"{name}.log", pid=state["services"][name]["pid"])
         if s3:
             _create_bucket(env)
             _configure_dvc_s3()
-        _run([_bin("prefect"), "work-pool", "create", POOL, "--type", "process", "--overwrite"], env)
+        _run([venv_bin("prefect"), "work-pool", "create", POOL, "--type", "process", "--overwrite"], env)
         _run([sys.executable, "-m", "infra.deployments"], env)
         worker_env = env | {"PREFECT_WORKER_QUERY_SECONDS": "5"}
-        state["services"]["worker"] = _start("worker", [_bin("prefect"), "worker", "start", "--pool", POOL,
-                                                        "--type", "process"], worker_env, state_dir, None)
+        worker = [venv_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
+        state["services"]["worker"] = start_service("worker", worker, worker_env, None)
         _save_state(state)
     except BaseException:
-        down()
+        _stop_services()
         raise
     report, _ = status()
     return f"{restart}stack up in {time.monotonic() - started:.1f} s\n{report}"
 
 
-def _start(name: str, cmd: list[str], env: dict, state_dir: Path, health: str | None) -> dict:
-    log = state_dir / f"{name}.log"
+def start_service(name: str, cmd: list[str], env: dict, health: str | None) -> dict:
+    """Start `cmd` in its own process group, its output appended to .llm-lifecycle/stack/NAME.log."""
+    log = _state_dir() / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=Workspace().root, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     return {"pid": proc.pid, "log": str(log), "health": health}
 
 
-def _wait_healthy(name: str, url: str, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
+def wait_healthy(name: str, url: str, log: Path, timeout_s: float = 90, pid: int | None = None) -> None:
+    """Wait until `url` answers 200; fail after `timeout_s`, or as soon as the service `pid` has exited."""
+    deadline, why = time.monotonic() + timeout_s, f"did not become healthy at {url} within {timeout_s:.0f} s"
     while time.monotonic() < deadline:
-        if _healthy(url):
+        if is_healthy(url):
             return
+        if pid is not None and not group_alive(pid):
+            why = "exited before it became healthy"
+            break
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise RuntimeError(f"{name} did not become healthy at {url} within {timeout_s:.0f} s; its log {log} ends:\n{tail}")
+    raise RuntimeError(f"{name} {why}; its log {log} ends:\n{tail}")
 
 
-def _healthy(url: str | None) -> bool:
+def is_healthy(url: str | None) -> bool:
     if url is None:
         return True
     try:
@@ -162,33 +170,79 @@ def _configure_dvc_s3() -> None:
                 ["remote", "modify", "--local", "s3", "endpointurl", url],
                 ["remote", "modify", "--local", "s3", "access_key_id", "testing"],
                 ["remote", "modify", "--local", "s3", "secret_access_key", "testing"]):
-        subprocess.run([_bin("dvc"), *cmd], cwd=root, check=True, capture_output=True)
+        subprocess.run([venv_bin("dvc"), *cmd], cwd=root, check=True, capture_output=True)
 
 
 def status() -> tuple[str, bool]:
+    """The report, and whether the stack's services are all healthy (model servers are listed, not counted)."""
     state = _load_state()
     if not state.get("services"):
-        return "stack is down", False
+        return "\n".join(["stack is down", *_model_server_lines()]), False
     lines, healthy = [], True
     for name, svc in state["services"].items():
         alive = group_alive(svc["pid"])
-        ok = alive and _healthy(svc.get("health"))
+        ok = alive and is_healthy(svc.get("health"))
         healthy &= ok
         where = svc.get("health") or f"pool {POOL}"
         lines.append(f"{name:<8} {'healthy' if ok else 'DOWN':<8} pid {svc['pid']:<8} {where}  (log {svc['log']})")
     env = client_env(state.get("s3"))
     lines += ["", f"Prefect UI: {env['PREFECT_UI_URL']}", f"MLflow UI:  {env['MLFLOW_TRACKING_URI']}",
-              'Point the prefect and mlflow CLIs at it: eval "$(llm-lifecycle stack env)"']
+              'Point the prefect and mlflow CLIs at it: eval "$(llm-lifecycle stack env)"', *_model_server_lines()]
     return "\n".join(lines), healthy
 
 
+def _model_server_lines() -> list[str]:
+    servers = model_servers()
+    lines = ["", "Model servers (OpenAI-compatible; stop with: llm-lifecycle serve --stop NAME):"] if servers else []
+    for name, server in servers.items():
+        ok = group_alive(server["pid"]) and is_healthy(server["health"])
+        lines.append(f"{name:<8} {'healthy' if ok else 'DOWN':<8} pid {server['pid']:<8} {server['base_url']}  "
+                     f"model {server['model']}  ({server['spec']}, {server['engine']}; log {server['log']})")
+    return lines
+
+
 def down() -> str:
-    state = _load_state()
-    services = list(state.get("services", {}).items())
-    for name, svc in reversed(services):  # the worker first, the servers it talks to last
+    """Stop exactly what `up` and `llm-lifecycle serve` started."""
+    models = stop_model_servers()
+    services = _stop_services()
+    return f"stopped {', '.join(services + [f'model server {name}' for name in models]) or 'nothing'}"
+
+
+def _stop_services() -> list[str]:
+    services = _load_state().get("services", {})
+    for svc in reversed(services.values()):  # the worker first, the servers it talks to last
         _stop_group(svc["pid"])
     _state_file().unlink(missing_ok=True)
-    return f"stopped {', '.join(n for n, _ in services) or 'nothing'}"
+    return list(services)
+
+
+def model_servers() -> dict[str, dict]:
+    """The running model servers: name → pid, log, health URL, base_url, model id, spec, engine."""
+    path = _model_servers_file()
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_model_server(name: str, server: dict) -> None:
+    _save_model_servers(model_servers() | {name: server})
+
+
+def stop_model_servers(names: list[str] | None = None) -> list[str]:
+    """Stop these model servers (all without names) and forget them; returns the names stopped."""
+    servers = model_servers()
+    stopped = [name for name in servers if names is None or name in names]
+    for name in stopped:
+        _stop_group(servers.pop(name)["pid"])
+    _save_model_servers(servers)
+    return stopped
+
+
+def _model_servers_file() -> Path:
+    return _state_dir() / "model-servers.json"
+
+
+def _save_model_servers(servers: dict[str, dict]) -> None:
+    _model_servers_file().parent.mkdir(parents=True, exist_ok=True)
+    _model_servers_file().write_text(json.dumps(servers, indent=2))
 
 
 def _stop_group(pid: int, grace_s: float = 10) -> None:
@@ -207,6 +261,10 @@ def _stop_group(pid: int, grace_s: float = 10) -> None:
 
 def group_alive(pgid: int) -> bool:
     """Whether any process of a service's group (it leads its own session) is still running."""
+    try:  # a service this process started stays a zombie, alive to killpg, until it is reaped
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:  # started by another process, or reaped already
+        pass
     try:
         os.killpg(pgid, 0)
         return True
