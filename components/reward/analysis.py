@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from components.evaluate.stats import bootstrap
+
 CHANCE = 0.5  # a coin picks the chosen reply half the time
 
 
@@ -38,20 +40,11 @@ def score_pairs(model_dir: Path, pairs, pad_id: int, batch_size: int = 16) -> pd
     return pd.DataFrame(rows)
 
 
-def bootstrap_interval(correct: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of 0/1 outcomes."""
-    if not len(correct):
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), size=(resamples, len(correct)))].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def analyse(scores: pd.DataFrame, bins: int = 5) -> dict:
     """The report's numbers: {metrics: flat floats for MLflow, by_length: table, calibration: table}."""
     gap = (scores["chosen"] - scores["rejected"]).to_numpy()
     correct = (gap > 0).astype(float)
-    low, high = bootstrap_interval(correct)
+    low, high = bootstrap(correct) if len(correct) else (float("nan"), float("nan"))
     longer = scores["chosen_tokens"] > scores["rejected_tokens"]
     shorter = scores["chosen_tokens"] < scores["rejected_tokens"]
     metrics = {"accuracy": float(correct.mean()), "accuracy_low": low, "accuracy_high": high, "chance": CHANCE,
@@ -61,9 +54,9 @@ def analyse(scores: pd.DataFrame, bins: int = 5) -> dict:
                "prefers_longer": float(((scores["chosen"] > scores["rejected"]) == longer)[longer | shorter].mean())
                if (longer | shorter).any() else float("nan")}
     length_gap = (scores["chosen_tokens"] - scores["rejected_tokens"]).to_numpy()
-    by_length = pd.DataFrame({"length_gap": length_gap, "correct": correct}).groupby(
-        pd.qcut(length_gap, q=min(bins, len(np.unique(length_gap))), duplicates="drop"), observed=True)["correct"].agg(
-        ["mean", "count"]).reset_index().rename(columns={"length_gap": "chosen minus rejected tokens"})
+    bucket = pd.Series(pd.qcut(length_gap, q=min(bins, len(np.unique(length_gap))), duplicates="drop"),
+                       name="chosen minus rejected tokens")
+    by_length = pd.Series(correct, name="accuracy").groupby(bucket, observed=True).agg(["mean", "count"]).reset_index()
     probability = 1 / (1 + np.exp(-gap))
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(probability, edges) - 1, 0, bins - 1)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from components.evaluate.stats import wilson
+
 IM_END, EOT = "<|im_end|>", "<|end_of_text|>"
 
 
@@ -68,9 +70,12 @@ def generate_replies(model_dir: Path, prompts: list[list[dict]], max_new_tokens:
 
 
 def stop_rates(generations: list[Generation]) -> dict[str, float]:
-    """{stop_rate: share ending with <|im_end|>, stop_rate_any: with either stop token, mean_reply_tokens}."""
+    """{stop_rate: share ending with <|im_end|>, with its 95% Wilson interval (stop_rate_low, stop_rate_high);
+    stop_rate_any: with either stop token; mean_reply_tokens}."""
     n = max(len(generations), 1)
-    return {"stop_rate": sum(g.stopped_by == IM_END for g in generations) / n,
+    stopped = sum(g.stopped_by == IM_END for g in generations)
+    low, high = wilson(stopped, len(generations))
+    return {"stop_rate": stopped / n, "stop_rate_low": low, "stop_rate_high": high,
             "stop_rate_any": sum(g.stopped_by is not None for g in generations) / n,
             "mean_reply_tokens": sum(g.new_tokens for g in generations) / n}
 

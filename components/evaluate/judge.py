@@ -1,0 +1,154 @@
+"""Judged win rate, AlpacaEval style: the model answers instructions, an LLM judge behind an OpenAI-compatible
+endpoint picks the better of its answer and a reference model's, and the win rate and the length-controlled
+win rate are computed by the `alpaca-eval` package (0.6.6) itself.
+
+- Position: a coin seeded by (seed, instruction) decides which answer the judge sees first (judges favour a
+  position); the annotation records it and the judge's raw reply.
+- Cache: each judge request (model, messages, decoding settings) is named by its sha256 and its reply kept in
+  `cache_dir/<digest>.json`: a rerun, or another model judged against the same reference, pays only for what is
+  new. The API key is read from the environment variable whose NAME is a parameter; it is never written.
+- Preferences follow AlpacaEval: 1 = the reference (output_1) wins, 2 = the model (output_2) wins; a reply
+  naming neither is left out (counted in the note).
+- Win rate: `alpaca_eval.metrics.get_winrate` (ties count half), with a seeded bootstrap 95% interval over
+  instructions. Length-controlled win rate: `get_length_controlled_winrate`. The package downloads
+  `df_gamed.csv` (instruction difficulty + the gamed baselines' annotations its published GLM,
+  length_controlled_v1, regularises with) from the Hugging Face hub on every call; here its download is pointed
+  at the local file named in params. Without that file the package's `length_controlled_minimal` GLM runs
+  (length term + intercept: no difficulty, no gamed baselines), and the score says which GLM produced it. It has
+  no interval: the package's `lc_standard_error` is the spread of the per-instruction predictions, not the GLM's
+  fitting error (0 for the minimal GLM, whose prediction is one number); a bootstrap would refit the GLM per
+  resample (not done).
+  Annotations are indexed by the instruction's position in the reference file: the GLM looks instructions'
+  difficulty up by that index.
+
+The judge is called through the project's one OpenAI-compatible client (components/openai_client.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+import warnings
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+
+from components.evaluate.stats import Score, bootstrap, digest
+from components.openai_client import chat_completion
+
+SYSTEM = ("You are a highly efficient assistant, who evaluates and selects the best large language model based on "
+          "the quality of their responses to a given instruction.")
+PROMPT = ("Select the output, (a) or (b), that best answers the instruction from a human perspective: helpful, "
+          "accurate, harmless; the order in which the outputs are listed says nothing.\n\n"
+          "## Instruction\n\n{instruction}\n\n## Output (a)\n\n{output_a}\n\n## Output (b)\n\n{output_b}\n\n"
+          "## Answer\n\nReply with exactly 'Output (a)' or 'Output (b)'.")
+VERDICT = re.compile(r"Output \(([ab])\)")
+JUDGE_SETTINGS = {"temperature": 0.0, "max_tokens": 16}
+
+
+class Judge:
+    """An LLM judge at an OpenAI-compatible endpoint, every reply cached on disk by its request's digest."""
+
+    def __init__(self, base_url: str, model: str, cache_dir: Path, api_key_env: str | None = None):
+        self.base_url, self.model, self.cache_dir = base_url, model, Path(cache_dir)
+        self.api_key_env = api_key_env
+        self.requests_sent = 0
+
+    def reply(self, messages: list[dict]) -> str:
+        request = {"model": self.model, "messages": messages, **JUDGE_SETTINGS}
+        path = self.cache_dir / f"{hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()}.json"
+        if path.exists():
+            return json.loads(path.read_text())["reply"]
+        response = chat_completion(self.base_url, api_key_env=self.api_key_env, **request)
+        self.requests_sent += 1
+        reply = response.choices[0].message.content or ""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps({"request": request, "reply": reply}, ensure_ascii=False))
+        partial.replace(path)  # a killed run leaves no half-written cache entry
+        return reply
+
+
+def annotate(judge: Judge, instructions: list[str], reference: list[str], outputs: list[str], seed: int,
+             model: str, reference_name: str) -> pd.DataFrame:
+    """One AlpacaEval annotation per instruction (index = its position in the reference file)."""
+    rows = []
+    for instruction, ref, out in zip(instructions, reference, outputs):
+        model_first = random.Random(f"{seed}:{instruction}").random() < 0.5
+        a, b = (out, ref) if model_first else (ref, out)
+        raw = judge.reply([{"role": "system", "content": SYSTEM},
+                           {"role": "user", "content": PROMPT.format(instruction=instruction, output_a=a, output_b=b)}])
+        found = VERDICT.search(raw)
+        model_won = found is not None and (found.group(1) == "a") == model_first
+        rows.append({"instruction": instruction, "output_1": ref, "output_2": out, "generator_1": reference_name,
+                     "generator_2": model, "annotator": judge.model, "model_first": model_first,
+                     "raw_judgement": raw, "preference": (2.0 if model_won else 1.0) if found else np.nan})
+    return pd.DataFrame(rows)
+
+
+def win_rates(annotations: pd.DataFrame, gamed_table: Path | None = None, seed: int = 0) -> dict:
+    """{win_rate, win_rate_ci, lc_win_rate, glm, n, unparsed, avg_length} in percent, from the package."""
+    from alpaca_eval.metrics import glm_winrate
+
+    glm = "length_controlled_v1" if gamed_table else "length_controlled_minimal"
+    table = Path(gamed_table).read_text() if gamed_table else _placeholder_table(annotations)
+    with mock.patch.object(glm_winrate, "hf_hub_download", lambda **_: io.StringIO(table)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the package's sklearn calls warn about deprecated arguments
+        metrics = glm_winrate.get_length_controlled_winrate(annotations.copy(), glm_name=glm, save_weights_dir=None,
+                                                            is_warn_extreme_changes=False)
+    valid = annotations["preference"].dropna().replace({0.0: 1.5}) - 1
+    win_rate_ci = tuple(100 * v for v in bootstrap(valid.to_numpy(), seed))
+    return {"win_rate": float(metrics["win_rate"]), "win_rate_ci": win_rate_ci,
+            "lc_win_rate": float(metrics["length_controlled_winrate"]), "glm": glm,
+            "n": int(len(valid)), "unparsed": int(annotations["preference"].isna().sum()),
+            "avg_length": float(annotations["output_2"].str.len().mean())}
+
+
+def _placeholder_table(annotations: pd.DataFrame) -> str:
+    """What length_controlled_minimal reads of df_gamed.csv: nothing but one row per instruction index (the
+    package looks every instruction's difficulty up even when its formula does not use it)."""
+    size = int(annotations.index.max()) + 1
+    return pd.DataFrame({"model": "none", "index": range(size), "instruction_difficulty": 0.0}).to_csv(index=False)
+
+
+def judged_scores(result: dict, task: str, model: str, prompt_digest: str, items_digest: str) -> list[Score]:
+    common = {"task": task, "n": result["n"], "chance": 50.0, "prompt_digest": prompt_digest,
+              "items_digest": items_digest}
+    unparsed = f"{result['unparsed']} replies named neither output" if result["unparsed"] else ""
+    return [Score(model, "win_rate", value=result["win_rate"], ci_low=result["win_rate_ci"][0],
+                  ci_high=result["win_rate_ci"][1], interval="bootstrap", note=unparsed, **common),
+            Score(model, "lc_win_rate", value=result["lc_win_rate"], note=f"GLM {result['glm']}, no interval", **common),
+            Score(model, "avg_length", value=result["avg_length"], note="characters per answer",
+                  **{**common, "chance": None})]
+
+
+def judge_prompt_digest() -> str:
+    return digest({"system": SYSTEM, "prompt": PROMPT, "settings": JUDGE_SETTINGS, "verdict": VERDICT.pattern})
+
+
+def generate_answers(model_dir: Path, instructions: list[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy answers in the model's chat template, stopping at the end of the assistant's turn."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left", truncation_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    stops = [i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True) for text in instructions]
+    window = model.config.max_position_embeddings
+    new_tokens = min(max_new_tokens, window // 2)  # a long instruction keeps its last half-window, cut from the left
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False, truncation=True,
+                          max_length=window - new_tokens)
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=tokenizer.pad_token_id)
+        answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [answer.strip() for answer in answers]
