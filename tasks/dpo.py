@@ -31,6 +31,8 @@ __all__ = ["GATES", "Params", "SECTION", "published", "run"]
 
 
 class Params(FineTuneParams):
+    enabled: bool = Field(True, description="align with DPO (the pipeline skips the stage when false; PPO is the "
+                          "other alignment method)")
     registered_model: str = Field("llm-lifecycle-dpo", description="MLflow Model Registry name")
     loss: Options = Options()
     eval_prompts: int = Field(32, ge=0, description="held-out prompts (preference val split) both models answer")

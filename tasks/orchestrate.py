@@ -110,13 +110,13 @@ def _transient(task, task_run, state) -> bool:
 def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
     """Run one DVC stage if DVC says it changed (or when forced), tracked as a nested MLflow run."""
     ws, log = Workspace(), get_run_logger()
+    section = ws.module(name).SECTION
+    if params[section].get("enabled") is False:  # e.g. the alignment methods params.yaml does not choose
+        return _skipped(name, f"disabled ({section}.enabled: false in the parameters)", log)
     reason = "forced" if force else ws.changes(name)
     if reason is None:
-        message = "unchanged: code, params and inputs match dvc.lock"
-        log.info("%s: %s", name, message)
-        return Completed(name="Skipped", message=message, data={"stage": name, "status": "skipped", "reason": message})
+        return _skipped(name, "unchanged: code, params and inputs match dvc.lock", log)
     log.info("%s: running (%s)", name, reason)
-    section = ws.module(name).SECTION
     run_id = tracking.start_run(ws.root, name, {
         "kind": "stage", "stage": name, "reason": reason[:5000],
         "params_digest": digest(params[section]), **prefect_tags(),
@@ -137,6 +137,11 @@ def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
         "run_id": run_id, "run_url": tracking.run_url(run_id),
         "reports": sorted(p.name for p in reports.glob("*.md")),  # data cards and tables people read
     }
+
+
+def _skipped(name: str, message: str, log):
+    log.info("%s: %s", name, message)
+    return Completed(name="Skipped", message=message, data={"stage": name, "status": "skipped", "reason": message})
 
 
 def _raw_sources(ws: Workspace, name: str) -> list[str]:

@@ -76,7 +76,11 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0:
         cfg.ckpt_dir.mkdir(parents=True, exist_ok=True)
         (cfg.ckpt_dir / "ds_config.json").write_text(json.dumps(deepspeed_config(cfg, world), indent=2) + "\n")
-    start, tokens = _resume(engine, cfg.ckpt_dir)
+    if hasattr(objective, "attach"):  # an objective whose batches come from the model being trained (PPO)
+        objective.attach(engine, lambda value: _mean_over_ranks(value, engine.device))
+    start, tokens, state = _resume(engine, cfg.ckpt_dir)
+    if state is not None:
+        objective.load_state_dict(state)
     batches = objective.train_batches(rank, world)
     flops = flops_per_token(engine.module.config, cfg.model.seq_len)["train"]
     peak = cfg.peak_flops or peak_flops(engine.device, cfg.bf16)[0]
@@ -99,7 +103,7 @@ def train(cfg: TrainConfig) -> dict:
         if rank == 0 and cfg.on_metrics and row:
             cfg.on_metrics({"step": done, **row})
         if done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
-            save(engine, cfg.ckpt_dir, done, cfg.keep_last, tokens)
+            save(engine, cfg.ckpt_dir, done, cfg.keep_last, tokens, _objective_state(objective))
         if cfg.step_pause_s:
             time.sleep(cfg.step_pause_s)
     if cfg.val_batches and not val:  # resumed after the last step: nothing trained, still report validation
@@ -160,6 +164,17 @@ def _train_step(engine, objective, batches, step: int, grad_accum: int) -> dict[
     return stats | {"tokens": reduced[-1].item()}
 
 
+def _mean_over_ranks(value: float, device) -> float:
+    total = torch.tensor(float(value), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / dist.get_world_size()
+
+
+def _objective_state(objective) -> dict | None:
+    """What an objective carries from step to step besides the weights (e.g. PPO's adaptive KL coefficient)."""
+    return objective.state_dict() if hasattr(objective, "state_dict") else None
+
+
 def _grad_norm(engine) -> float | None:
     norm = engine.get_global_grad_norm()
     return None if norm is None else float(norm)
@@ -183,9 +198,10 @@ def _validate(engine, objective, rank: int, world: int) -> dict[str, float]:
 
 # --- checkpoints ---
 
-def save(engine, ckpt_dir: Path, step: int, keep_last: int, tokens: int = 0) -> None:
+def save(engine, ckpt_dir: Path, step: int, keep_last: int, tokens: int = 0, objective_state: dict | None = None) -> None:
     tag = f"step-{step}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step, "tokens": tokens}, save_latest=False)
+    client_state = {"step": step, "tokens": tokens, "objective": objective_state}
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     dist.barrier()  # every rank's shards are on disk before the marker may name them
     if dist.get_rank() == 0:
         _write_atomic(ckpt_dir / LATEST, tag)
@@ -216,13 +232,13 @@ def latest_step(ckpt_dir: Path) -> int | None:
     return int(marker.read_text().strip().removeprefix("step-"))
 
 
-def _resume(engine, ckpt_dir: Path) -> tuple[int, int]:
-    """Load the newest complete checkpoint; returns the steps already done and the tokens they trained on
-    ((0, 0) for a fresh run)."""
+def _resume(engine, ckpt_dir: Path) -> tuple[int, int, dict | None]:
+    """Load the newest complete checkpoint; returns the steps already done, the tokens they trained on and the
+    objective's saved state ((0, 0, None) for a fresh run)."""
     step = latest_step(ckpt_dir)
     if step is None:
-        return 0, 0
+        return 0, 0, None
     path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=f"step-{step}")
     if path is None:
         raise RuntimeError(f"{ckpt_dir / LATEST} names step-{step}, which could not be loaded")
-    return int(client_state["step"]), int(client_state.get("tokens", 0))
+    return int(client_state["step"]), int(client_state.get("tokens", 0)), client_state.get("objective")

@@ -16,7 +16,7 @@ from transformers import LlamaForCausalLM
 
 from components.model import export_hf
 from components.train.engine import latest_step
-from components.train.objectives import build_model
+from components.train.objectives import build_model, exported
 from components.train.params import TrainConfig
 
 
@@ -56,7 +56,7 @@ def export_checkpoint(cfg: TrainConfig, out_dir: Path, extra_card: str = "",
     tokenizer_dir = cfg.tokenizer_dir or cfg.init_from
     if tokenizer_dir is None:
         raise ValueError("exporting needs the tokenizer folder (TrainConfig.tokenizer_dir)")
-    model = load_trained(cfg)
+    model = exported(cfg, load_trained(cfg))
     if stop_token_ids:
         model.generation_config.eos_token_id = stop_token_ids
     export_hf(model, tokenizer_dir, out_dir, extra_card)

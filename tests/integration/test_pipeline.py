@@ -83,8 +83,8 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     from tasks.tracking import client
 
     outcomes, states = run()
-    assert states == dict.fromkeys(["ingest", "curate", "clean", "mix", "tokenizer", "tokenize", "pretrain"],
-                                   "Completed")
+    assert states == dict.fromkeys(["ingest", "curate", "clean", "mix", "tokenizer", "tokenize", "pretrain",
+                                    "sft_data", "sft"], "Completed")
     by_stage = {o["stage"]: o for o in outcomes}
 
     # the stage run carries the lineage tags, matching dvc.lock
@@ -155,6 +155,8 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     model_chain = trace("models:/llm-lifecycle-base/1")  # from the registered model back to the crawl
     assert {i["path"] for i in model_chain["inputs"] if i["produced_by"]} == {"data/tokenize", "data/tokenizer"}
 
+    check_sft(ws, by_stage)
+
     pushed = subprocess.run([Path(sys.executable).parent / "dvc", "status", "--cloud"], cwd=ws,
                             capture_output=True, text=True, check=True).stdout
     assert "in sync" in pushed
@@ -163,6 +165,28 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     assert set(states.values()) == {"Skipped"}
 
     check_scaling_sweep(ws)
+
+
+def check_sft(ws: Path, by_stage: dict) -> None:
+    """The SFT data is decontaminated and tokenized with the base model's tokenizer; the chat model ends its
+    turn more often than the base model, stops at both stop tokens, and is registered with lineage back to the
+    pretrained model version and the SFT sources."""
+    from tasks.lineage import trace
+    from tasks.tracking import client
+
+    manifest = json.loads((ws / "data/sft_data/manifest.json").read_text())
+    assert manifest["tokenizer_digest"] == json.loads((ws / "data/tokenize/manifest.json").read_text())["tokenizer_digest"]
+    assert manifest["examples"]["train"] > 300 and manifest["examples"]["val"] >= 32
+    sft = by_stage["sft"]["metrics"]
+    assert sft["stop_rate"] > sft["base_stop_rate"] and sft["val_loss"] < 10 and sft["all_losses_finite"] == 1.0
+    assert json.loads((ws / "data/sft/generation_config.json").read_text())["eos_token_id"] == [4, 1]
+    assert len((ws / "reports/sft/samples_sft.jsonl").read_text().splitlines()) == 32
+    version = client().get_model_version("llm-lifecycle-sft", "1")
+    assert version.tags["llm.base_model"] == "llm-lifecycle-base/1"
+    chain = trace("models:/llm-lifecycle-sft/1")
+    upstream = {i["path"]: i["produced_by"] for i in chain["inputs"] if i["produced_by"]}
+    assert set(upstream) == {"data/sft_data", "data/pretrain"}
+    assert any(s.endswith("alpaca_en_demo.json") for s in upstream["data/sft_data"]["raw_sources"])
 
 
 def check_scaling_sweep(ws: Path) -> None:

@@ -14,6 +14,11 @@ objective owns the rest, and nothing else:
 - `val_batches(rank, world)`, `val_sums(model, batch)`, `val_metrics(sums)`: validation as sums that the
   engine all-reduces across ranks before the objective turns them into metrics.
 
+Optional, for objectives whose batches depend on the model being trained (PPO samples its rollouts from the
+policy): `attach(model, mean_over_ranks)` before the first batch, and `state_dict()` / `load_state_dict(state)`
+for what they carry between steps (saved in every checkpoint); a module-level `exported(model)` names the part
+of the trained module that becomes the output (PPO trains the policy and a value model, and exports the policy).
+
 Objectives hold no launch, parallelism or checkpoint code (torchtitan keeps its models free of parallelism;
 this keeps the objectives free of it too). Each is one small module here, named in `TrainConfig.objective`.
 """
@@ -54,6 +59,12 @@ class Objective(Protocol):
 def build_model(cfg: TrainConfig):
     """The model `cfg`'s training starts from, without touching its data (the export rebuilds it with this)."""
     return import_module(MODULES[cfg.objective]).build_model(cfg)
+
+
+def exported(cfg: TrainConfig, model):
+    """The part of the trained module that is the stage's model (all of it, unless the objective says)."""
+    module = import_module(MODULES[cfg.objective])
+    return module.exported(model) if hasattr(module, "exported") else model
 
 
 def objective_for(cfg: TrainConfig) -> Objective:

@@ -1,0 +1,21 @@
+"""Preference data for the reward model and DPO: human pairs in the formats people have, and pairs the SFT policy
+samples and an LLM judge labels (AlpacaFarm) → deduplicated, decontaminated, chat-templated and tokenized pairs,
+each side masked to its last reply, split by prompt.
+
+- readers.py: HH-RLHF transcripts, the DPO prompt/chosen/rejected format (and LLaMA-Factory's), OpenAssistant
+  ranked siblings → (prompt turns, chosen, rejected);
+- pairs.py: one `Pair` shape, its checks and stable ids; sources.py: a source's files → pairs;
+- requests.py: chat completions cached on disk by request digest; simulate.py: the policy, the judge and the
+  judge's agreement with human labels;
+- build.py: the steps in order (the SFT data stage's, components/sft_data, on pairs); report.py: the data card.
+"""
+from components.preferences.build import SCHEMA, build_preferences
+from components.preferences.pairs import ORIGINS, Pair, make_pair, pair_id, prompt_id
+from components.preferences.params import Endpoint, PreferenceSource, PreferencesParams, SimulationParams
+from components.preferences.requests import CachedChat, Completion
+from components.preferences.simulate import judge, parse_verdict, simulate
+from components.preferences.sources import PreferenceDataError, read_preferences
+
+__all__ = ["ORIGINS", "SCHEMA", "CachedChat", "Completion", "Endpoint", "Pair", "PreferenceDataError",
+           "PreferenceSource", "PreferencesParams", "SimulationParams", "build_preferences", "judge", "make_pair",
+           "pair_id", "parse_verdict", "prompt_id", "read_preferences", "simulate"]
