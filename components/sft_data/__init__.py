@@ -5,6 +5,7 @@ chat-templated and tokenized conversations with the mask of the tokens the assis
 - examples.py: one `messages` shape, the turn-order rule, stable ids;
 - sources.py: a source's files (local, globs, s3://, https://) → examples, with a tally per file;
 - decontaminate.py: GPT-3-style n-gram overlap with evaluation sets;
+- selfinstruct.py: optional synthetic instructions from a teacher model, Alpaca's self-instruct recipe;
 - chat.py: chat template → input_ids and assistant_mask;
 - build.py: the steps in order, and the output files; report.py: what people read.
 """

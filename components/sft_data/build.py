@@ -22,8 +22,9 @@ from components.clean.dedup import DedupParams, exact_key, find_duplicates, sign
 from components.sft_data.chat import encode, load_tokenizer, special_text
 from components.sft_data.decontaminate import Decontaminator, load_decontaminator
 from components.sft_data.examples import Example, Record
-from components.sft_data.params import SftDataParams
+from components.sft_data.params import SYNTHETIC_SOURCE, SftDataParams
 from components.sft_data.report import write_reports
+from components.sft_data.selfinstruct import generate
 from components.sft_data.sources import read_source
 from components.storage import file_md5
 from components.tokenize.pack import in_val
@@ -31,6 +32,7 @@ from components.tokenizer import tokenizer_digest
 from components.tokenizer.train import IM_END
 
 SPLITS = ("train", "val")
+SYNTHETIC_FILE = "self_instruct.jsonl"  # in the report folder: the accepted tasks, read as one more source
 REMOVAL_REASONS = ("duplicate_exact", "duplicate_near", "contaminated", "special_token_text", "too_long")
 SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("split", pa.string()),
@@ -47,7 +49,10 @@ def build_sft_data(params: SftDataParams, tokenizer_path: Path | str, out_dir: P
     """Write examples-train.parquet, examples-val.parquet and manifest.json into `out_dir`, the reports into
     `report_dir`; return the manifest."""
     tokenizer = load_tokenizer(tokenizer_path)  # first: a wrong path fails before minutes of reading
-    reads = [read_source(source, params.on_bad_record) for source in params.sources]
+    synthetic = generate(params.synthetic, Path(report_dir) / SYNTHETIC_FILE, Path(params.synthetic.cache_dir),
+                         progress) if params.synthetic.enabled else None
+    sources = [*params.sources, *([synthetic.source] if synthetic else [])]
+    reads = [read_source(source, params.on_bad_record) for source in sources]
     bad_records = [bad for read in reads for bad in read.bad_records]
     removed: list[dict] = []
     examples = deduplicate([example for read in reads for example in read.examples], params.dedup, removed)
@@ -72,6 +77,10 @@ def build_sft_data(params: SftDataParams, tokenizer_path: Path | str, out_dir: P
         "sources": [{"name": s.name, "uri": s.uri, "format": s.format, "files": read.files}
                     for s, read in zip(params.sources, reads)],
     }
+    if synthetic:  # its lineage is what it was made from, not the file it was written to
+        manifest["sources"].append({"name": SYNTHETIC_SOURCE, "uri": synthetic.source.uri, "format": "alpaca",
+                                    "files": synthetic.files(params.synthetic)})
+        manifest["synthetic"] = synthetic.summary(params.synthetic)
     (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     write_reports(Path(report_dir), manifest, rows, removed, bad_records)
     return manifest

@@ -4,7 +4,9 @@
 - removed.jsonl: every example read but not kept, with its reason and a detail;
 - decontamination.jsonl: the contaminated ones, with the evaluation set, item and shared n-gram;
 - bad_records.jsonl: the records counted as bad (on_bad_record: count), with file, line and reason;
-- sft_data_card.md: counts per source and reason, decontamination per evaluation set, token lengths.
+- self_instruct.jsonl: the tasks the teacher wrote that passed the filters (synthetic data, when enabled);
+- sft_data_card.md: counts per source and reason, decontamination per evaluation set, the teacher's requests,
+  tokens, cost and drops per filter, token lengths.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def data_card(manifest: dict, rows: list[dict], contaminated: list[dict]) -> str
              f"{manifest['examples']['train']:,} train and {manifest['examples']['val']:,} val conversations, "
              f"{manifest['tokens']['train']:,} train tokens ({manifest['assistant_tokens']['train']:,} trained), "
              f"tokenizer `{manifest['tokenizer_digest'][:12]}`, at most {manifest['max_seq_len']} tokens each."]
-    lines += source_section(manifest) + decontamination_section(manifest, contaminated, "examples")
+    lines += source_section(manifest) + synthetic_section(manifest)
+    lines += decontamination_section(manifest, contaminated, "examples")
     lines += ["", "## Tokens per conversation", "", "| split | min | median | p95 | max | trained share |",
               "|---|---|---|---|---|---|"]
     for split in ("train", "val"):
@@ -50,6 +53,24 @@ def source_section(manifest: dict) -> list[str]:
     columns = list(next(iter(by_source.values())))
     lines = ["", "## Per source", "", f"| source | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
     return lines + [f"| {name} | {' | '.join(str(counts[c]) for c in columns)} |" for name, counts in by_source.items()]
+
+
+def synthetic_section(manifest: dict) -> list[str]:
+    """The teacher, what it was asked and paid, and what Alpaca's filters kept of its tasks."""
+    synthetic = manifest.get("synthetic")
+    if not synthetic:
+        return []
+    requests, tokens, paid, tasks = (synthetic[key] for key in ("requests", "tokens", "tokens_paid", "tasks"))
+    cost = "no prices given" if synthetic["cost_usd"] is None else (
+        f"${synthetic['cost_usd']:,.4f} (this run ${synthetic['cost_usd_paid']:,.4f})")
+    lines = ["", "## Synthetic data (self-instruct)", "",
+             f"Teacher `{synthetic['teacher']['model']}` at {synthetic['teacher']['base_url']}: "
+             f"{requests['made'] + requests['cached']} requests ({requests['made']} made, {requests['cached']} from "
+             f"the cache), {tokens['prompt']:,} prompt + {tokens['completion']:,} completion tokens (this run "
+             f"{paid['prompt']:,} + {paid['completion']:,}), cost {cost}.",
+             f"{tasks['accepted']} of {tasks['candidates']} candidate tasks accepted ({tasks['wanted']} wanted).", "",
+             "| dropped by | tasks |", "|---|---|"]
+    return lines + [f"| {reason} | {n} |" for reason, n in synthetic["dropped"].items()]
 
 
 def decontamination_section(manifest: dict, contaminated: list[dict], items: str) -> list[str]:

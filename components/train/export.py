@@ -48,16 +48,22 @@ def _weights(ckpt_dir: Path, step: int) -> dict:
     return {name: tensor.float() for name, tensor in module.items()}
 
 
+# How an exported chat model samples unless told otherwise: servers (`transformers serve`, vLLM) read these, and
+# without `do_sample` they decode greedily whatever temperature a request asks for.
+CHAT_SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
+
+
 def export_checkpoint(cfg: TrainConfig, out_dir: Path, extra_card: str = "",
                       stop_token_ids: list[int] | None = None) -> LlamaForCausalLM:
     """Write the newest checkpoint as an HF folder (weights, config, tokenizer, chat template, card) into
-    `out_dir`; returns the model it wrote, for checks against the reloaded folder. `stop_token_ids` go into
-    its generation config: a chat model ends its turn with <|im_end|>, so generation must stop there too."""
+    `out_dir`; returns the model it wrote, for checks against the reloaded folder. With `stop_token_ids` it is
+    a chat model: they go into its generation config (it ends its turn with <|im_end|>, so generation must stop
+    there too), with sampling on by default (CHAT_SAMPLING)."""
     tokenizer_dir = cfg.tokenizer_dir or cfg.init_from
     if tokenizer_dir is None:
         raise ValueError("exporting needs the tokenizer folder (TrainConfig.tokenizer_dir)")
     model = exported(cfg, load_trained(cfg))
     if stop_token_ids:
-        model.generation_config.eos_token_id = stop_token_ids
+        model.generation_config.update(eos_token_id=stop_token_ids, **CHAT_SAMPLING)
     export_hf(model, tokenizer_dir, out_dir, extra_card)
     return model
