@@ -153,9 +153,9 @@ def base_model_dir(name: str | None, pipeline_model: Path, state_dir: Path) -> P
 
 
 def fine_tune_config(params: FineTuneParams, objective: str, data_dir: Path, base: Path, state_dir: Path,
-                     **settings) -> TrainConfig:
-    """The run's full config, its steps from the epochs; its checkpoint folder is named by everything that
-    decides the weights (the base model's files included). Building the objective checks the data."""
+                     steps: int | None = None, **settings) -> TrainConfig:
+    """The run's full config, its steps from the epochs unless given; its checkpoint folder is named by everything
+    that decides the weights (the base model's files included). Building the objective checks the data."""
     from transformers import AutoConfig
 
     from components.model import model_params
@@ -173,9 +173,11 @@ def fine_tune_config(params: FineTuneParams, objective: str, data_dir: Path, bas
                       bos_id=config.bos_token_id, eos_id=config.eos_token_id, pad_id=config.pad_token_id,
                       deepspeed=json.loads(Path(template).read_text()), **settings)
     world = world_size(params.launch)
-    rows = objective_for(cfg).train_size()
-    steps = max(1, math.ceil(params.epochs * rows / (params.micro_batch * params.grad_accum * world)))
+    if steps is None:
+        rows = objective_for(cfg).train_size()
+        steps = max(1, math.ceil(params.epochs * rows / (params.micro_batch * params.grad_accum * world)))
     cfg = cfg.model_copy(update={"steps": steps})
+    objective_for(cfg)  # checks the data, and the objective's own rules on the run (e.g. PPO's rollout steps)
     ckpt_dir = state_dir / run_key(cfg, data_dir, world)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     return cfg.model_copy(update={"ckpt_dir": ckpt_dir})

@@ -96,3 +96,24 @@ def plot_analysis(scores: pd.DataFrame, analysis: dict, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+@torch.no_grad()
+def score_replies(model_dir: Path, conversations: list[list[dict]], batch_size: int = 16) -> np.ndarray:
+    """The reward model's score of each conversation's last (assistant) reply, rendered as its training pairs
+    were: the chat template, then end-of-text right after the last stop token."""
+    from transformers import AutoModelForSequenceClassification
+
+    from components.sft_data.chat import encode, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rows = [encode(tokenizer, turns).input_ids for turns in conversations]
+    scores = []
+    for first in range(0, len(rows), batch_size):
+        batch = rows[first:first + batch_size]
+        width = max(len(row) for row in batch)
+        ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in batch])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch])
+        scores += model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).double().tolist()
+    return np.asarray(scores)

@@ -28,7 +28,8 @@ def load_trained(cfg: TrainConfig) -> LlamaForCausalLM:
     state = _weights(cfg.ckpt_dir, step)
     model = build_model(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()  # the embedding, saved once
+    # a tied LM head is the embedding, saved once (under a prefix when the module holds several models)
+    tied = {name for name in missing if name.endswith("lm_head.weight")} if model.config.tie_word_embeddings else set()
     if unexpected or set(missing) - tied:
         raise ValueError(f"checkpoint step-{step} in {cfg.ckpt_dir} does not fit the configured model: "
                          f"missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")

@@ -63,7 +63,7 @@ class TrainParams(LoopParams):
 class TrainConfig(TrainParams):
     """One run: the hyperparameters plus what the pipeline knows about its inputs and where it writes."""
 
-    objective: Literal["causal_lm", "sft", "reward", "dpo"] = Field(
+    objective: Literal["causal_lm", "sft", "reward", "dpo", "ppo"] = Field(
         "causal_lm", description="what is learned: a module of components/train/objectives")
     options: dict = Field(default_factory=dict, description="the objective's own settings (its `Options` model "
                           "validates them), e.g. DPO's beta")

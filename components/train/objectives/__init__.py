@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 Batch = dict[str, "torch.Tensor"]
 
 # objective name → its module; each module defines `Objective(cfg)`
-MODULES = {name: f"components.train.objectives.{name}" for name in ("causal_lm", "sft", "reward", "dpo")}
+MODULES = {name: f"components.train.objectives.{name}" for name in ("causal_lm", "sft", "reward", "dpo", "ppo")}
 
 
 class Objective(Protocol):
