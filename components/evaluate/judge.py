@@ -4,9 +4,11 @@ win rate are computed by the `alpaca-eval` package (0.6.6) itself.
 
 - Position: a coin seeded by (seed, instruction) decides which answer the judge sees first (judges favour a
   position); the annotation records it and the judge's raw reply.
-- Cache: each judge request (model, messages, decoding settings) is named by its sha256 and its reply kept in
-  `cache_dir/<digest>.json`: a rerun, or another model judged against the same reference, pays only for what is
-  new. The API key is read from the environment variable whose NAME is a parameter; it is never written.
+- Cache: each judge request (model, messages, decoding settings; not the endpoint's address) is named by its
+  sha256 and its response kept in `cache_dir/<digest>.json` by the project's cached client
+  (components/openai_client.CachedChat): a rerun, or another model judged against the same reference, pays only
+  for what is new. The API key is read from the environment variable whose NAME is a parameter; it is never
+  written.
 - Preferences follow AlpacaEval: 1 = the reference (output_1) wins, 2 = the model (output_2) wins; a reply
   naming neither is left out (counted in the note).
 - Win rate: `alpaca_eval.metrics.get_winrate` (ties count half), with a seeded bootstrap 95% interval over
@@ -20,14 +22,10 @@ win rate are computed by the `alpaca-eval` package (0.6.6) itself.
   resample (not done).
   Annotations are indexed by the instruction's position in the reference file: the GLM looks instructions'
   difficulty up by that index.
-
-The judge is called through the project's one OpenAI-compatible client (components/openai_client.py).
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import random
 import re
 import warnings
@@ -38,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from components.evaluate.stats import Score, bootstrap, digest
-from components.openai_client import chat_completion
+from components.openai_client import CachedChat
 
 SYSTEM = ("You are a highly efficient assistant, who evaluates and selects the best large language model based on "
           "the quality of their responses to a given instruction.")
@@ -50,27 +48,18 @@ VERDICT = re.compile(r"Output \(([ab])\)")
 JUDGE_SETTINGS = {"temperature": 0.0, "max_tokens": 16}
 
 
-class Judge:
+class Judge(CachedChat):
     """An LLM judge at an OpenAI-compatible endpoint, every reply cached on disk by its request's digest."""
 
     def __init__(self, base_url: str, model: str, cache_dir: Path, api_key_env: str | None = None):
-        self.base_url, self.model, self.cache_dir = base_url, model, Path(cache_dir)
-        self.api_key_env = api_key_env
-        self.requests_sent = 0
+        super().__init__(base_url, model, api_key_env, cache_dir)
+
+    @property
+    def requests_sent(self) -> int:
+        return self.usage.requests["made"]
 
     def reply(self, messages: list[dict]) -> str:
-        request = {"model": self.model, "messages": messages, **JUDGE_SETTINGS}
-        path = self.cache_dir / f"{hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()}.json"
-        if path.exists():
-            return json.loads(path.read_text())["reply"]
-        response = chat_completion(self.base_url, api_key_env=self.api_key_env, **request)
-        self.requests_sent += 1
-        reply = response.choices[0].message.content or ""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps({"request": request, "reply": reply}, ensure_ascii=False))
-        partial.replace(path)  # a killed run leaves no half-written cache entry
-        return reply
+        return self.complete(messages, **JUDGE_SETTINGS).text
 
 
 def annotate(judge: Judge, instructions: list[str], reference: list[str], outputs: list[str], seed: int,

@@ -31,22 +31,19 @@ most the tokens two instructions share (as multisets), a pair whose shared token
 not scored. That is exact, and 12x faster: the 1,174 instructions of the seed tasks and the Alpaca demo compared
 pairwise take 5.5 µs a pair instead of 65.
 
-Every teacher response is kept on disk, one JSON file named by the sha256 of the request (endpoint, model,
-messages, sampling): a rerun, or one asking for more instructions, pays only for requests not made before. The
-demonstrations come from a seeded generator and from the seed tasks only, so request i is the same request in
-every run whatever the replies were. The API key is read from the environment by components/openai_client.py,
-into the request's header, and written nowhere.
+Every teacher response is kept on disk by the project's cached client (components/openai_client.CachedChat),
+one JSON file named by the sha256 of the request (endpoint, model, messages, sampling; the endpoint because a
+hosted model id such as "gpt-4o" names different models at different providers): a rerun, or one asking for more
+instructions, pays only for requests not made before. The demonstrations come from a seeded generator and from
+the seed tasks only, so request i is the same request in every run whatever the replies were. The API key is
+read from the environment by the client, into the request's header, and written nowhere.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
 import re
 import string
 import sys
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,9 +52,8 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
-from components import openai_client
 from components.curated import _open_files  # the sources' URI handling: local, https://, s3://
-from components.sft_data.examples import canonical
+from components.openai_client import CachedChat, Completion, Usage
 from components.sft_data.params import SYNTHETIC_SOURCE, DataSource, SftSource, SyntheticParams
 from components.sft_data.readers import _instances, text_field  # one alpaca record → its instances
 from components.sft_data.report import write_jsonl
@@ -179,42 +175,10 @@ class InstructionPool:
 
 # --- the teacher ------------------------------------------------------------------------------------------------
 
-class Reply(NamedTuple):
-    text: str
-    finish_reason: str | None
-    usage: dict  # the response's prompt_tokens and completion_tokens; {} when the endpoint reports none
-    cached: bool
-
-
-class Teacher:
-    """A model behind an OpenAI-compatible endpoint whose every response is kept on disk by request digest."""
-
-    def __init__(self, base_url: str, model: str, api_key_env: str | None, cache_dir: Path):
-        self.base_url, self.model, self.api_key_env = base_url, model, api_key_env
-        self.cache_dir = Path(cache_dir)
-
-    def complete(self, messages: list[dict], sampling: dict) -> Reply:
-        request = {"base_url": self.base_url, "model": self.model, "messages": messages, "sampling": sampling}
-        path = self.cache_dir / f"{hashlib.sha256(canonical(request).encode()).hexdigest()}.json"
-        if path.exists():
-            return _reply(json.loads(path.read_text())["response"], cached=True)
-        response = openai_client.chat_completion(self.base_url, self.model, messages, self.api_key_env, **sampling)
-        response = response.model_dump(mode="json")
-        _write_atomically(path, {"request": request, "response": response})
-        return _reply(response, cached=False)
-
-
-def _reply(response: dict, cached: bool) -> Reply:
-    choice = response["choices"][0]
-    return Reply(choice["message"]["content"] or "", choice["finish_reason"], response.get("usage") or {}, cached)
-
-
-def _write_atomically(path: Path, record: dict) -> None:
-    """A run killed mid-write leaves no half file that the next run would take for a response."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as file:
-        json.dump(record, file, ensure_ascii=False)
-    os.replace(file.name, path)
+def teacher(params: SyntheticParams, cache_dir: Path) -> CachedChat:
+    """The teacher, its address part of every request's digest (see the module's docstring)."""
+    return CachedChat(params.base_url, params.model, params.api_key_env, cache_dir,
+                      identity={"base_url": params.base_url})
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
@@ -226,20 +190,10 @@ class Generation:
     path: Path  # the accepted tasks, alpaca format, one JSON object per line
     seeds: SourceRead
     prompt_url: str
+    usage: Usage  # the teacher's requests and tokens
     accepted: list[Task] = field(default_factory=list)
     candidates: int = 0  # tasks parsed out of the replies and filtered (none once enough are accepted)
     dropped: Counter = field(default_factory=Counter)
-    requests: Counter = field(default_factory=Counter)  # made, cached
-    tokens: Counter = field(default_factory=Counter)  # prompt, completion; paid_prompt, paid_completion this run
-    without_usage: int = 0  # replies whose endpoint reported no token counts (not in the tokens)
-
-    def tally(self, reply: Reply) -> None:
-        self.requests["cached" if reply.cached else "made"] += 1
-        self.without_usage += not reply.usage
-        for kind in ("prompt", "completion"):
-            tokens = reply.usage.get(f"{kind}_tokens") or 0
-            self.tokens[kind] += tokens
-            self.tokens[f"paid_{kind}"] += 0 if reply.cached else tokens
 
     @property
     def source(self) -> SftSource:
@@ -254,14 +208,15 @@ class Generation:
 
     def summary(self, params: SyntheticParams) -> dict:
         """The counts, the tokens and the cost in USD (None without prices), for the manifest."""
+        tokens = self.usage.tokens
         return {
             "teacher": {"base_url": params.base_url, "model": params.model},
-            "requests": {what: self.requests[what] for what in ("made", "cached")},
-            "tokens": {kind: self.tokens[kind] for kind in ("prompt", "completion")},
-            "tokens_paid": {kind: self.tokens[f"paid_{kind}"] for kind in ("prompt", "completion")},
-            "replies_without_usage": self.without_usage,
-            "cost_usd": cost_usd(self.tokens["prompt"], self.tokens["completion"], params),
-            "cost_usd_paid": cost_usd(self.tokens["paid_prompt"], self.tokens["paid_completion"], params),
+            "requests": {what: self.usage.requests[what] for what in ("made", "cached")},
+            "tokens": {kind: tokens[kind] for kind in ("prompt", "completion")},
+            "tokens_paid": {kind: tokens[f"paid_{kind}"] for kind in ("prompt", "completion")},
+            "replies_without_usage": self.usage.without_usage,
+            "cost_usd": cost_usd(tokens["prompt"], tokens["completion"], params),
+            "cost_usd_paid": cost_usd(tokens["paid_prompt"], tokens["paid_completion"], params),
             "tasks": {"wanted": params.num_instructions, "candidates": self.candidates, "accepted": len(self.accepted)},
             "dropped": {reason: self.dropped[reason] for reason in DROP_REASONS},
         }
@@ -281,21 +236,22 @@ def generate(params: SyntheticParams, path: Path, cache_dir: Path, progress: boo
     prompt_url, prompt = read_prompt(params)
     prompt = list_prompt(prompt, params.request_batch)
     pool = InstructionPool([task.instruction for task in seeds.examples], params.rouge_l_max)
-    teacher = Teacher(params.base_url, params.model, params.api_key_env, cache_dir)
-    generation = Generation(Path(path), seeds, prompt_url)
+    client = teacher(params, cache_dir)
+    generation = Generation(Path(path), seeds, prompt_url, client.usage)
     demonstrations = random.Random(params.seed)
     max_requests = params.max_requests or params.num_instructions
     with (ThreadPoolExecutor(params.concurrency) as executor,
           tqdm(total=params.num_instructions, desc="sft_data: self-instruct", disable=not progress,
                file=sys.stderr) as bar):
-        while len(generation.accepted) < params.num_instructions and generation.requests.total() < max_requests:
-            first = generation.requests.total()
+        while len(generation.accepted) < params.num_instructions and client.usage.requests.total() < max_requests:
+            first = client.usage.requests.total()
             indices = range(first, min(first + params.concurrency, max_requests))
             messages = [[{"role": "user", "content": request_prompt(
                 prompt, demonstrations.sample(seeds.examples, params.seed_demonstrations))}] for _ in indices]
-            for reply in executor.map(teacher.complete, messages, [sampling(params, index) for index in indices]):
-                generation.tally(reply)
-                _take(reply, generation, pool, params, bar)
+            replies = [executor.submit(client.complete, request, **sampling(params, index))
+                       for request, index in zip(messages, indices)]
+            for reply in replies:  # in request order: which tasks are accepted does not depend on timing
+                _take(reply.result(), generation, pool, params, bar)
     generation.path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(generation.path, [task._asdict() for task in generation.accepted])
     return generation
@@ -307,7 +263,7 @@ def sampling(params: SyntheticParams, index: int) -> dict:
             "stop": [f"{params.request_batch}. Instruction:"], "seed": params.seed + index}
 
 
-def _take(reply: Reply, generation: Generation, pool: InstructionPool, params: SyntheticParams, bar) -> None:
+def _take(reply: Completion, generation: Generation, pool: InstructionPool, params: SyntheticParams, bar) -> None:
     """Filter the reply's tasks into the pool, in order, until enough are accepted."""
     tasks, dropped = parse_reply(reply.text, params.seed_demonstrations + 1, reply.finish_reason == "length")
     generation.dropped.update(dropped)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from openai.types.chat import ChatCompletion
 
 from components import openai_client
 from components.preferences import (CachedChat, Endpoint, PreferenceDataError, PreferenceSource,
@@ -321,8 +321,9 @@ class StandIn:
             second = second.split("\n\nWhich output")[0]
             text = ("I cannot tell." if "undecidable" in first + second
                     else f"Output ({'a' if len(first) >= len(second) else 'b'})")
-        return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=text))],
-                               model_dump=lambda mode: {"text": text})
+        return ChatCompletion.model_validate({
+            "id": "stand-in", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]})
 
 
 def test_simulated_pairs_judge_agreement_and_a_rerun_that_asks_nothing(tmp_path, monkeypatch):

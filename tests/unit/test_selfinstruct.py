@@ -1,7 +1,7 @@
 """Self-instruct synthetic data (components/sft_data/selfinstruct.py) on Alpaca's seed tasks and prompt in
 ../shared/data: the request as Alpaca builds it, parsing replies (a truncated one too), each filter, ROUGE-L
 against the package, the response cache, the run's accounting, and the sft_data stage with the synthetic source.
-A stand-in for the client's `chat_completion` answers here; tests/integration/test_selfinstruct.py asks a served
+A stand-in for the client's `chat_completion` answers here; tests/integration/test_selfinstruct_teacher.py asks a served
 model."""
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from components import openai_client
 from components.ingest.params import Source
 from components.sft_data import SftDataParams, SftSource
 from components.sft_data.params import SyntheticParams
-from components.sft_data.selfinstruct import (DROP_REASONS, InstructionPool, Task, Teacher, broken_rule, generate,
-                                              list_prompt, parse_reply, read_prompt, read_seed_tasks, request_prompt)
+from components.sft_data.selfinstruct import (DROP_REASONS, InstructionPool, Task, broken_rule, generate, list_prompt,
+                                              parse_reply, read_prompt, read_seed_tasks, request_prompt, teacher)
 from tests.unit.test_sft_data import tokenizer_dir  # noqa: F401 (a fixture: the project's tokenizer, trained here)
 
 ALPACA = "sft/stanford_alpaca"
@@ -168,17 +168,20 @@ def calls(monkeypatch) -> list[dict]:
     return made
 
 
-def test_each_response_is_cached_by_its_request_and_the_key_is_never_written(calls, tmp_path):
-    teacher = Teacher("http://127.0.0.1:9/v1", "teacher", KEY_ENV, tmp_path)
+def test_each_response_is_cached_by_its_request_and_endpoint_and_the_key_is_never_written(alpaca, calls, tmp_path):
+    client = teacher(alpaca, tmp_path)
     messages = [{"role": "user", "content": "List tasks."}]
-    first = teacher.complete(messages, {"temperature": 1.0, "seed": 3})
-    again = teacher.complete(messages, {"temperature": 1.0, "seed": 3})
+    first = client.complete(messages, temperature=1.0, seed=3)
+    again = client.complete(messages, temperature=1.0, seed=3)
     assert (first.cached, again.cached, len(calls)) == (False, True, 1)
-    assert again.text == first.text and again.usage["prompt_tokens"] == 700 and again.finish_reason == "length"
+    assert again.text == first.text and again.finish_reason == "length"
+    assert again.response["usage"]["prompt_tokens"] == 700
     assert calls[0]["api_key_env"] == KEY_ENV  # the client reads the key; nothing here holds it
 
-    teacher.complete(messages, {"temperature": 0.5, "seed": 3})  # other sampling, other request
-    Teacher("http://127.0.0.1:10/v1", "teacher", KEY_ENV, tmp_path).complete(messages, {"temperature": 1.0, "seed": 3})
+    client.complete(messages, temperature=0.5, seed=3)  # other sampling, other request
+    # the teacher's address is in the digest: the same model id elsewhere may be another model
+    teacher(alpaca.model_copy(update={"base_url": "http://127.0.0.1:10/v1"}), tmp_path).complete(
+        messages, temperature=1.0, seed=3)
     files = sorted(tmp_path.iterdir())
     assert len(calls) == len(files) == 3 and not list(tmp_path.glob("*.tmp"))
     record = json.loads(files[0].read_text())
