@@ -51,12 +51,13 @@ def plot_training(rows: list[dict], path: Path, unigram_bpb: float | None = None
 
 
 def summary(rows: list[dict]) -> dict[str, float]:
-    """Final losses, and throughput and MFU as medians (the first steps include warm-up and are slow)."""
+    """Final losses and the last validation's metrics, and throughput and MFU as medians (the first steps include
+    warm-up and are slow)."""
     train = [r for r in rows if "loss" in r]
     val = [r for r in rows if "val_loss" in r]
     out = {"final_train_loss": train[-1]["loss"]} if train else {}
-    if val:
-        out |= {key: val[-1][key] for key in ("val_loss", "val_bpb") if key in val[-1]}
+    if val:  # the last validation: every objective's own held-out metrics (bits per byte, DPO's rewards/*, ...)
+        out |= {key: value for key, value in val[-1].items() if key.startswith("val_")}
     for key in ("tokens_per_s", "mfu"):
         values = sorted(r[key] for r in train[1:] or train if key in r)
         if values:
