@@ -1,4 +1,5 @@
-"""`llm-lifecycle`: run the DAG, run one stage, audit lineage, manage the local stack, serve and chat with a model."""
+"""`llm-lifecycle`: run the DAG, run one stage, audit lineage, manage the local stack, serve, chat with and evaluate
+models, print the report card."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 for _var, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                      "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false"}.items():
@@ -160,6 +162,52 @@ def clean(
         summary = clean_records(params, records, curated, staging)
     kept = {step: s["docs_out"] for step, s in summary["steps"].items()}
     typer.echo(f"{summary['documents']} documents → {out}; after each step: {json.dumps(kept)}")
+
+
+@app.command()
+def evaluate(
+    models: Annotated[list[str], typer.Argument(help=ModelSpec)],
+    out: Annotated[Path, typer.Option(help="folder for the report card, scores.parquet, plots")] = Path("evaluation"),
+    preset: Annotated[str, typer.Option(help="preset from params.yaml")] = "tiny",
+    set_: Sets = None,
+) -> None:
+    """Score models outside the DAG, as the evaluate stages do, with the evaluate section of params.yaml (--set
+    evaluate.KEY=VALUE), side by side in one report card. Text sets holding a document of this workspace's
+    data/mix (when it exists) are refused. Causal language models only."""
+    import pandas as pd
+
+    from components.evaluate import EvalParams, EvalTextInTraining, report_card
+    from components.storage import staged_dir
+    from infra import serve
+    from tasks.dag import StageError, Workspace
+    from tasks.evaluate import score_model
+    from tasks.params import ParamsError, parse_overrides, resolve
+
+    ws = Workspace()
+    mix = ws.root / ws.stage("mix").data_out
+    try:
+        params = EvalParams.model_validate(resolve(ws, preset, parse_overrides(set_ or []))["evaluate"])
+        rows = [row for spec in models for row in score_model(serve.resolve(spec, ws).source, params, spec,
+                                                              mix if mix.is_dir() else None)]
+    except (ParamsError, serve.ServeError, StageError, EvalTextInTraining) as err:
+        _fail(str(err))
+    with staged_dir(out) as staging:
+        report_card(rows, staging)
+        pd.DataFrame(rows).to_parquet(staging / "scores.parquet", index=False)
+    typer.echo((out / "report.md").read_text() + f"\n{len(rows)} scores of {len(models)} model(s) → {out}/")
+
+
+@app.command()
+def report() -> None:
+    """Print the latest report card: every evaluated model's scores side by side (the report stage's table)."""
+    from tasks.dag import Workspace
+
+    ws = Workspace()
+    card = ws.root / ws.stage("report").data_out / "report.md"
+    if not card.exists():
+        _fail(f"no report card at {card.relative_to(ws.root)} yet: run the pipeline (`llm-lifecycle run`), or "
+              "`dvc pull` it; `llm-lifecycle evaluate MODEL...` scores models outside it")
+    typer.echo(card.read_text())
 
 
 @app.command()
@@ -335,6 +383,137 @@ def chat(
                            max_tokens=max_tokens)
     except (serve.ServeError, StageError) as err:
         _fail(str(err))
+
+
+class _ArenaCommands(TyperGroup):
+    """`arena [MODEL ...]` starts the arena (its `start` command); `arena export` and `arena leaderboard` work
+    on its votes."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] != "--help"):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+arena_app = typer.Typer(cls=_ArenaCommands, help="Blind side-by-side chat with two models, votes, a leaderboard.")
+app.add_typer(arena_app, name="arena")
+ArenaDb = Annotated[Optional[str], typer.Option(
+    "--db", help="the vote database: a SQLAlchemy URL, postgresql+psycopg2://USER:PASSWORD@HOST/DB for PostgreSQL "
+                 "[a SQLite file: .llm-lifecycle/arena/votes.db]")]
+
+
+def _arena_store(db: Optional[str]):
+    from components.arena import VoteStore
+    from infra.arena import default_db_url
+    from tasks.dag import Workspace
+
+    return VoteStore(db or default_db_url(Workspace()))
+
+
+@arena_app.command("start")
+def arena_start(
+    models: Annotated[Optional[list[str]], typer.Argument(
+        help=f"{ModelSpec} [the latest version of each registered chat model: sft, dpo, ppo]")] = None,
+    endpoint: Annotated[Optional[list[str]], typer.Option(
+        help="an OpenAI-compatible endpoint to add, in YAML: '{name: gpt, base_url: https://api.openai.com/v1, "
+             "model: gpt-4o-mini, api_key_env: OPENAI_API_KEY}' (the key is read from that variable)")] = None,
+    db: ArenaDb = None,
+    port: Annotated[Optional[int], typer.Option(help="the page's port [7860, or a free one if taken]")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on; beyond loopback needs --allow-remote")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option(help="let other machines reach --host (no authentication)")] = False,
+    max_tokens: Annotated[int, typer.Option(help="most tokens in one reply")] = 256,
+    temperature: Annotated[float, typer.Option(help="sampling temperature of both models")] = 0.7,
+    max_prompt_chars: Annotated[int, typer.Option(help="longer prompts are refused")] = 4000,
+    reply_timeout: Annotated[float, typer.Option(help="seconds a reply may take; a round past it cannot be voted on")] = 120,
+    engine: Engine = "transformers",
+    device: Device = "auto",
+    timeout: Timeout = 300,
+) -> None:
+    """Start the arena (the default command): a server for each model (running ones are reused), then the page.
+    Ctrl-C stops the page and the model servers it started."""
+    import yaml
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+
+    from infra import arena, serve, stack
+    from tasks.dag import StageError, Workspace
+
+    ws = Workspace()
+    if not serve.is_loopback(host):
+        if not allow_remote:
+            _fail(f"--host {host} lets every machine that reaches this one vote and use the models, with no "
+                  "authentication; add --allow-remote to do it anyway (docs/arena.md: put a reverse proxy with "
+                  "authentication in front)")
+        typer.secho(f"warning: listening on {host}: anyone who reaches this machine can use the arena and its models "
+                    "and vote, with no authentication (docs/arena.md has a reverse-proxy recipe)", fg="yellow", err=True)
+    try:
+        extra = [arena.EndpointOption.model_validate(yaml.safe_load(text)).contestant() for text in endpoint or []]
+    except (ValidationError, yaml.YAMLError) as err:
+        _fail(f"--endpoint: {err}")
+    specs = models or arena.registered_chat_models(ws)
+    if len(specs) + len(extra) < 2:
+        _fail(f"the arena needs two models or more, it has {specs + [c.label for c in extra] or 'none'}: name them "
+              "(llm-lifecycle arena sft dpo), register chat models (llm-lifecycle run), or add --endpoint")
+    try:
+        contestants, started = arena.start_models(specs, ws, engine=engine, device=device, timeout_s=timeout)
+    except (serve.ServeError, StageError) as err:
+        _fail(str(err))
+    try:
+        url = db or arena.default_db_url(ws)
+        settings = arena.Settings(max_prompt_chars=max_prompt_chars, reply_timeout_s=reply_timeout,
+                                  max_tokens=max_tokens, temperature=temperature)
+        game = arena.Arena(contestants + extra, _arena_store(url), settings)
+        port = port or serve.free_port(host, arena.PREFERRED_PORT)
+        typer.echo(f"arena: http://{host}:{port}/ with {len(game.contestants)} models: "
+                   f"{', '.join(game.contestants)}\n  votes: {make_url(url).render_as_string(hide_password=True)}\n"
+                   "  Ctrl-C stops it" + (f" and the model servers it started ({', '.join(started)})" if started else ""))
+        arena.serve_arena(game, host, port)
+    except arena.ArenaError as err:
+        _fail(str(err))
+    finally:
+        stack.stop_model_servers(started)
+
+
+@arena_app.command("export")
+def arena_export(out: Annotated[Path, typer.Option(help="the JSON Lines file to write")], db: ArenaDb = None) -> None:
+    """The decisive votes as preference pairs: the preferences stage's `pairs` format, with origin arena. Ties,
+    "both bad" votes, and votes whose two replies are the same or empty make no pair."""
+    from infra.arena import export_pairs
+
+    tally = export_pairs(_arena_store(db), out)
+    others = {reason: n for reason, n in tally.items() if reason != "pairs"}
+    typer.echo(f"{tally.get('pairs', 0)} pairs → {out}; votes without a pair: {json.dumps(others)}\n"
+               f"preferences source: {{name: arena, format: pairs, uri: {out.resolve()}, origin: arena}}")
+
+
+@arena_app.command("leaderboard")
+def arena_leaderboard(
+    db: ArenaDb = None,
+    rounds: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 1000,
+    to_mlflow: Annotated[bool, typer.Option("--mlflow", help="also log it (table and plot) to an MLflow run")] = False,
+) -> None:
+    """The Bradley-Terry leaderboard of the votes (Elo scale, bootstrap intervals) and the win-rate matrix."""
+    import mlflow
+
+    from components.arena import leaderboard
+    from infra.arena import log_leaderboard
+    from tasks import tracking
+    from tasks.dag import Workspace
+
+    board = leaderboard(_arena_store(db).battles(), rounds)
+    if board.table.empty:
+        _fail("no votes yet: start the arena (llm-lifecycle arena) and vote", code=1)
+    typer.echo(f"{board.total_votes} votes\n{board.table.round(1).to_string()}\n\nwin rate (row over column, ties "
+               f"left out):\n{board.win_rate.round(2).to_string()}")
+    if to_mlflow:
+        root = Workspace().root
+        mlflow.set_tracking_uri(tracking.default_tracking_uri(root))
+        run_id = tracking.start_run(root, "arena-leaderboard", {"stage": "arena"})
+        try:
+            log_leaderboard(board, run_id)
+        finally:
+            tracking.end_run(run_id, ok=True)
+        typer.echo(f"logged to MLflow run {run_id}")
 
 
 @stack_app.command("up")

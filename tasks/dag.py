@@ -3,6 +3,10 @@
 Each stage `NAME` in dvc.yaml has a Python module `tasks.NAME` that says which params section it reads
 (`SECTION`), its typed parameters (`Params`), the suites that gate its output (`GATES`: file pattern → suite) and its body
 (`run`). Nothing else lists the stages.
+
+A `foreach` stage in dvc.yaml is one stage per item, which DVC names `GROUP@KEY` (`evaluate@base`): each is its own
+stage (its own change detection, lock entry, Prefect task and MLflow run), all run by the module `tasks.GROUP`, and the
+body learns its key from `spec.item`.
 """
 from __future__ import annotations
 
@@ -18,24 +22,53 @@ import networkx as nx
 import yaml
 
 WORKSPACE_ENV = "LLM_LIFECYCLE_WORKSPACE"
+FOREACH_JOIN = "@"  # DVC's `GROUP@KEY`; the names dvc.yaml gives may hold no punctuation but `_` and `-`
+
+
+def group_of(name: str) -> str:
+    """The dvc.yaml entry a stage comes from, which names its module: `evaluate` for `evaluate@base`."""
+    return name.partition(FOREACH_JOIN)[0]
+
+
+@dataclass(frozen=True)
+class Input:
+    stage: str  # the upstream stage
+    folder: str  # its output: data/pretrain, data/evaluate/base
+    dep: str  # the dvc.yaml dependency that reads it: the folder itself, or one holding several (data/evaluate)
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    name: str
+    name: str  # as DVC names it: `evaluate@base` is the item `base` of the foreach stage `evaluate`
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     metrics: tuple[str, ...]
     sections: tuple[str, ...]  # params sections it reads
-    upstream: tuple[str, ...]  # stages whose outputs it reads
+    reads: tuple[Input, ...]  # the upstream outputs it reads, by upstream stage name
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Stages whose outputs it reads."""
+        return tuple(read.stage for read in self.reads)
+
+    @property
+    def item(self) -> str | None:
+        """Its foreach key (`base` for `evaluate@base`); None for a plain stage."""
+        return self.name.partition(FOREACH_JOIN)[2] or None
 
     @property
     def data_out(self) -> str:
-        return f"data/{self.name}"
+        """The folder it publishes: its first output in dvc.yaml (data/<name>, data/evaluate/<item>)."""
+        return self.outs[0]
+
+    @property
+    def report_dir(self) -> str:
+        """Where its reports go: beside its metrics file in dvc.yaml (reports/<name>, reports/evaluate/<item>)."""
+        return str(Path(self.metrics[0]).parent) if self.metrics else f"reports/{self.name}"
 
     def inputs(self) -> dict[str, str]:
         """Upstream stage name → the data folder of it that this stage reads."""
-        return {up: f"data/{up}" for up in self.upstream}
+        return {read.stage: read.folder for read in self.reads}
 
 
 class StageError(RuntimeError):
@@ -59,12 +92,14 @@ class Workspace:
 
     @cached_property
     def stages(self) -> list[StageSpec]:
-        """Every stage, upstream before downstream, ties broken by their order in dvc.yaml."""
+        """Every stage, upstream before downstream, ties broken by their order in dvc.yaml (a foreach stage's
+        items in the order of its foreach)."""
         declared = list((yaml.safe_load((self.root / "dvc.yaml").read_text()) or {}).get("stages", {}))
         with self.dvc() as repo:
             graph = repo.index.graph  # edges point from a stage to the stages it depends on
-            specs = {s.name: _spec(s, graph) for s in graph.nodes if s.name in declared}
-        return _topological(specs, rank={name: i for i, name in enumerate(declared)})
+            specs = {s.name: _spec(s, graph) for s in graph.nodes if group_of(s.name) in declared}
+        in_file_order = sorted(specs, key=lambda name: declared.index(group_of(name)))  # stable: items keep theirs
+        return _topological(specs, rank={name: i for i, name in enumerate(in_file_order)})
 
     def stage(self, name: str) -> StageSpec:
         for spec in self.stages:
@@ -73,7 +108,7 @@ class Workspace:
         raise StageError(f"no stage {name!r} in dvc.yaml; stages: {', '.join(s.name for s in self.stages)}")
 
     def module(self, name: str) -> ModuleType:
-        return importlib.import_module(f"tasks.{name}")
+        return importlib.import_module(f"tasks.{group_of(name)}")
 
     def param_models(self) -> dict:
         models = {}
@@ -83,6 +118,25 @@ class Workspace:
                 raise StageError(f"dvc.yaml stage {spec.name!r} must list params section {module.SECTION!r}")
             models[module.SECTION] = module.Params
         return models
+
+    def disabled(self, params: dict) -> dict[str, str]:
+        """Stage → why it does not run: its params section says `enabled: false`, or a dependency it reads is made
+        only by disabled stages (evaluate@dpo when dpo is off), transitively. A dependency that several stages
+        fill is missing only when all of them are disabled: the report still runs on the models evaluated."""
+        reasons: dict[str, str] = {}
+        for spec in self.stages:  # upstream first, so an upstream's reason is known before its readers'
+            section = self.module(spec.name).SECTION
+            if params[section].get("enabled") is False:
+                reasons[spec.name] = f"disabled ({section}.enabled: false in the parameters)"
+                continue
+            makers: dict[str, list[str]] = {}
+            for read in spec.reads:
+                makers.setdefault(read.dep, []).append(read.stage)
+            missing = next((dep for dep, stages in makers.items() if all(s in reasons for s in stages)), None)
+            if missing:
+                first = makers[missing][0]
+                reasons[spec.name] = f"disabled: reads {missing} from {first}, {reasons[first]}"
+        return reasons
 
     def changes(self, name: str) -> str | None:
         """Why DVC would rerun this stage (None when its code, params and inputs match dvc.lock)."""
@@ -100,14 +154,26 @@ class Workspace:
 
 def _spec(stage, graph) -> StageSpec:
     params = [p for d in stage.deps if hasattr(d, "params") for p in d.params]
+    deps = tuple(str(d.def_path) for d in stage.deps if not hasattr(d, "params"))
+    reads = []
+    for up in sorted(graph.successors(stage), key=lambda s: s.name):
+        # DVC drew the edge because a dependency is one of the upstream's outputs, or holds it, or lies in it
+        folder, dep = next((str(o.def_path), d) for o in up.outs for d in deps if _overlap(d, str(o.def_path)))
+        reads.append(Input(up.name, folder, dep))
     return StageSpec(
         name=stage.name,
-        deps=tuple(str(d.def_path) for d in stage.deps if not hasattr(d, "params")),
+        deps=deps,
         outs=tuple(str(o.def_path) for o in stage.outs if not o.metric),
         metrics=tuple(str(o.def_path) for o in stage.outs if o.metric),
         sections=tuple(params),
-        upstream=tuple(sorted(up.name for up in graph.successors(stage))),
+        reads=tuple(reads),
     )
+
+
+def _overlap(a: str, b: str) -> bool:
+    """One path is the other, or holds it."""
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def _topological(specs: dict[str, StageSpec], rank: dict[str, int]) -> list[StageSpec]:

@@ -110,9 +110,10 @@ def _transient(task, task_run, state) -> bool:
 def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
     """Run one DVC stage if DVC says it changed (or when forced), tracked as a nested MLflow run."""
     ws, log = Workspace(), get_run_logger()
+    disabled = ws.disabled(params).get(name)  # e.g. an alignment method params.yaml does not choose, and its evaluation
+    if disabled:
+        return _skipped(name, disabled, log)
     section = ws.module(name).SECTION
-    if params[section].get("enabled") is False:  # e.g. the alignment methods params.yaml does not choose
-        return _skipped(name, f"disabled ({section}.enabled: false in the parameters)", log)
     reason = "forced" if force else ws.changes(name)
     if reason is None:
         return _skipped(name, "unchanged: code, params and inputs match dvc.lock", log)
@@ -129,7 +130,7 @@ def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
         raise
     tracking.record_lineage(ws.root, run_id, ws.lock_entry(name), {section: params[section]}, _raw_sources(ws, name))
     tracking.end_run(run_id, ok=True)
-    reports = ws.root / "reports" / name
+    reports = ws.root / ws.stage(name).report_dir
     metrics_file = reports / "metrics.json"
     return {
         "stage": name, "status": "ran", "reason": reason, "duration_s": round(time.monotonic() - started, 1),
@@ -146,7 +147,7 @@ def _skipped(name: str, message: str, log):
 
 def _raw_sources(ws: Workspace, name: str) -> list[str]:
     """The raw files a stage read from outside the workspace, as its manifest lists them."""
-    manifest = ws.root / "reports" / name / "manifest.json"
+    manifest = ws.root / ws.stage(name).report_dir / "manifest.json"
     if not manifest.exists():
         return []
     sources = json.loads(manifest.read_text()).get("sources", [])

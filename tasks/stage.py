@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 
+import yaml
 from pydantic import BaseModel
 
 from components.storage import staged_dir
 from tasks import gates, tracking
 from tasks.dag import StageError, StageSpec, Workspace
-from tasks.params import load_effective
+from tasks.params import EFFECTIVE_FILE, load_effective
 
 EXIT_GATE_FAILED = 65  # EX_DATAERR: the data is wrong; a retry cannot help
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a network read failed; a retry may help
@@ -35,9 +36,9 @@ class StageContext:
 
     spec: StageSpec
     params: BaseModel
-    inputs: dict[str, Path]  # upstream stage → its published data folder
+    inputs: dict[str, Path]  # upstream stage → its published data folder (disabled upstream stages left out)
     out_dir: Path  # staging folder that becomes data/<stage> once the gate passes
-    report_dir: Path  # reports/<stage>: small files for people and MLflow
+    report_dir: Path  # reports/<stage> (reports/<group>/<item>): small files for people and MLflow
     state_dir: Path  # .llm-lifecycle/<stage>: kept between runs (e.g. checkpoints to resume from)
 
 
@@ -45,14 +46,15 @@ def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]
     """Run stage `name` in the workspace; return its metrics."""
     spec, module = ws.stage(name), ws.module(name)
     params = load_effective(ws, module.SECTION)
-    inputs = {up: ws.root / path for up, path in spec.inputs().items()}
+    disabled = ws.disabled(yaml.safe_load((ws.root / EFFECTIVE_FILE).read_text()))
+    inputs = {up: ws.root / path for up, path in spec.inputs().items() if up not in disabled}
     missing = [str(p.relative_to(ws.root)) for p in inputs.values() if not p.exists()]
     if missing:
         raise StageError(
             f"stage {name!r} reads {', '.join(missing)}, which does not exist: run its upstream stage "
             f"first (`llm-lifecycle run --stages {' '.join(spec.upstream)}`) or fetch it with `dvc pull`"
         )
-    report_dir = ws.root / "reports" / name
+    report_dir = ws.root / spec.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     run = tracking.current_stage_run()
     started = time.monotonic()

@@ -83,6 +83,7 @@ class ContaminationParams(StrictModel):
     shards: int = Field(8, ge=2, description="the canonical order is split into this many contiguous shards")
     permutations: int = Field(10, ge=1, description="shuffled orders scored per shard")
     max_items: int | None = Field(64, gt=0, description="the first N items of each task in their file order")
+    tasks: list[TaskName] | None = Field(None, description="the tasks tested; null: every task in `tasks`")
     ngram: int = Field(13, ge=1, description="word n-gram length of the overlap (GPT-3's 13)")
     seed: int = 0
 
@@ -101,6 +102,14 @@ class EvalParams(StrictModel):
                                       "every continuation; padded: every (context, continuation) is its own row")
     judge: JudgeParams | None = None
     contamination: ContaminationParams | None = ContaminationParams()
+
+    @model_validator(mode="after")
+    def _contamination_tasks_are_evaluated(self) -> EvalParams:
+        named = set(self.contamination.tasks or []) if self.contamination else set()
+        unknown = sorted(named - {spec.task for spec in self.tasks})
+        if unknown:
+            raise ValueError(f"contamination.tasks {unknown} are not among the evaluated tasks")
+        return self
 
     def for_data_dir(self, data_dir: Path | None) -> EvalParams:
         judge = self.judge

@@ -27,7 +27,7 @@ import numpy as np
 
 from components.curated import CuratedSource, read_source
 from components.evaluate.scoring import LogLikelihood, Pair
-from components.evaluate.stats import Score
+from components.evaluate.stats import Score, digest
 from components.train.evaluate import bits_per_byte
 
 
@@ -88,7 +88,7 @@ def text_set_scores(scorer: LogLikelihood, source: CuratedSource, stride_fractio
     resampled = _ratio_bootstrap(nll / math.log(2), n_bytes)
     ppl_low, ppl_high = (math.exp(v) for v in _ratio_bootstrap(nll, tokens))
     common = {"task": source.name, "n": len(texts), "interval": "bootstrap over documents",
-              "note": f"{int(n_bytes.sum())} bytes, {int(tokens.sum())} tokens"}
+              "items_digest": digest(texts), "note": f"{int(n_bytes.sum())} bytes, {int(tokens.sum())} tokens"}
     return [Score(model, "bpb", value=bpb, ci_low=resampled[0], ci_high=resampled[1], **common),
             Score(model, "perplexity", value=math.exp(float(nll.sum()) / float(tokens.sum())), ci_low=ppl_low,
                   ci_high=ppl_high, **common)]

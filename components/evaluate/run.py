@@ -34,8 +34,8 @@ def evaluate_model(model_dir: Path, params: EvalParams, name: str | None = None,
             rows += text_set_scores(scorer, source, params.window_stride, name)
     for spec in params.tasks:
         rows += evaluate_task(scorer, spec, name)
-        if params.contamination is not None:
-            test = params.contamination
+        test = params.contamination
+        if test is not None and (test.tasks is None or spec.task in test.tasks):
             examples = [solved(item) for item in read_items(spec.task, spec.uri)[:test.max_items]]
             rows.append(contamination_score(scorer, spec.task, examples, test.shards, test.permutations, test.seed,
                                             name, digest(examples)))
