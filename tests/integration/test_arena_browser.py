@@ -30,6 +30,7 @@ TIMEOUT_MS = 120_000  # a reply of a few tokens from a model server on a busy 2-
 
 pytestmark = [
     pytest.mark.serve,
+    pytest.mark.heavy,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: apt-get install -y chromium"),
 ]
 playwright_api = pytest.importorskip(

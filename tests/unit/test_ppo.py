@@ -88,6 +88,7 @@ def prompts(model_dir, tmp_path_factory) -> Path:  # noqa: F811
     return write_prompts(tmp_path_factory.mktemp("prompts"), model_dir)
 
 
+@pytest.mark.heavy
 def test_ppo_raises_a_learnable_reward_with_the_kl_bounded(model_dir, prompts, tmp_path):  # noqa: F811
     ckpt = tmp_path / "ppo"
     result = finish(launch_one(config_file(model_dir, prompts, ckpt, steps=60, ckpt_every=60, val_batches=2)),
@@ -103,6 +104,7 @@ def test_ppo_raises_a_learnable_reward_with_the_kl_bounded(model_dir, prompts, t
     assert "val_reward" in result
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills ranks through /proc")
 def test_ppo_resume_after_kill_9_gives_identical_rollouts_and_losses(model_dir, prompts, tmp_path):  # noqa: F811
     whole = tmp_path / "whole"

@@ -133,6 +133,7 @@ def test_dpo_learns_a_learnable_preference(base, pairs_dir, tmp_path):
     assert abs(rows[0]["rewards/margins"]) < 0.05  # the policy starts as the reference: no margin yet
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills ranks through /proc")
 @pytest.mark.parametrize("objective", ["reward", "dpo"])
 def test_resume_after_kill_9_gives_the_uninterrupted_losses(objective, base, pairs_dir, tmp_path):
