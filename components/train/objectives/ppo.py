@@ -128,6 +128,10 @@ class PolicyAndValue(nn.Module):
     def config(self):  # the engine's FLOP count and the export read the policy's
         return self.policy.config
 
+    def tie_weights(self) -> None:
+        self.policy.tie_weights()
+        self.value.tie_weights()
+
     def values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         hidden = self.value.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                   use_cache=False).last_hidden_state
