@@ -11,6 +11,7 @@ the registered model version that was scored, so the registry shows what each ve
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 from pydantic import Field
@@ -28,15 +29,38 @@ __all__ = ["GATES", "Params", "SECTION", "published", "run", "scored_version"]
 class Params(StrictModel):
     tag_registry: bool = Field(True, description="put each model's headline scores on the registered model version "
                                                  "that was scored (tags llm.score.*)")
+    arena_votes: Path | None = Field(Path(".llm-lifecycle/arena/votes.db"), description="the arena's vote database "
+                                     "(`llm-lifecycle arena`'s default, relative to the workspace): when it holds votes "
+                                     "for the scored model versions, the card gets an arena column (Elo-scale "
+                                     "Bradley-Terry). Votes are no DVC input: force the report stage to refresh it")
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:
-    scores = pd.concat([pd.read_parquet(folder / "scores.parquet") for folder in ctx.inputs.values()],
-                       ignore_index=True)
+    scores = pd.concat([pd.read_parquet(folder / "scores.parquet") for folder in ctx.inputs.values()]
+                       + [pd.DataFrame(_arena_rows(ctx.params.arena_votes, list(ctx.inputs)))], ignore_index=True)
     scores.to_parquet(ctx.out_dir / "scores.parquet", index=False)
     for path in report_card(scores.to_dict("records"), ctx.out_dir).values():
         shutil.copy(path, ctx.report_dir / path.name)
     return {**_side_by_side(scores), "models": scores["model"].nunique(), "scores": len(scores)}
+
+
+def _arena_rows(votes_file: Path | None, evaluations: list[str]) -> list[dict]:
+    """The arena's leaderboard for the model versions this report scored, as report-card rows."""
+    from tasks.dag import Workspace
+
+    ws = Workspace()
+    if votes_file is None or not (ws.root / votes_file).exists():
+        return []
+    from components.arena import VoteStore, sqlite_url
+    from components.arena.ranking import score_rows
+
+    store = VoteStore(sqlite_url(ws.root / votes_file))
+    try:
+        votes = store.battles()
+    finally:
+        store.close()
+    versions = {scored_version(ws, evaluation): ws.stage(evaluation).item for evaluation in evaluations}
+    return score_rows(votes, {v: model for v, model in versions.items() if v}) if len(votes) else []
 
 
 def _side_by_side(scores: pd.DataFrame) -> dict[str, float]:

@@ -145,3 +145,19 @@ def pair_matrices(votes: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame,
     winners = decisive["model_a"].where(a_won, decisive["model_b"])
     losers = decisive["model_b"].where(a_won, decisive["model_a"])
     return matrix(winners, losers), battles + battles.T
+
+
+def score_rows(votes: pd.DataFrame, models: dict[str, str], rounds: int = BOOTSTRAP_ROUNDS) -> list[dict]:
+    """The leaderboard as report-card rows (measure `arena_elo`): one per contestant that `models` maps to the
+    report's model names (`{"llm-lifecycle-sft/3": "sft"}`), with its bootstrap interval; the chance line is the
+    base score, what a model that wins as often as it loses gets."""
+    import hashlib
+
+    board = leaderboard(votes, rounds)
+    votes_digest = hashlib.sha256(votes.to_csv(index=False).encode()).hexdigest()[:16]
+    return [{"model": models[name], "measure": "arena_elo", "task": "arena", "value": float(row.score),
+             "ci_low": float(row.lower), "ci_high": float(row.upper), "interval": "bootstrap",
+             "chance": float(BASE_SCORE), "n": int(row.votes), "formulation": "", "shots": None, "subset": "all",
+             "prompt_digest": "", "items_digest": votes_digest,
+             "note": "Bradley-Terry on the arena's votes, Elo scale; people's own prompts"}
+            for name, row in board.table.iterrows() if name in models]

@@ -11,7 +11,7 @@ NAME = "eval_scores"
 ROW_ID = "score"
 COLUMNS = ["model", "measure", "task", "value", "ci_low", "ci_high", "interval", "chance", "n", "formulation", "shots",
            "subset", "prompt_digest", "items_digest", "note"]
-UNPROMPTED = ["bpb", "perplexity", "contamination_p", "ngram_overlap"]
+UNPROMPTED = ["bpb", "perplexity", "contamination_p", "ngram_overlap", "arena_elo"]  # arena: people's own prompts
 SLACK = 1e-9  # an interval clipped to [0, 1] may end a rounding error short of a score of exactly 0 or 1
 
 

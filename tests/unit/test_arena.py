@@ -257,3 +257,18 @@ def test_a_model_server_that_is_down_or_stuck_fails_the_round_and_no_vote_is_rec
             assert arena.store.count() == 0
     finally:
         silent.close()
+
+
+def test_leaderboard_becomes_report_card_rows_for_the_scored_versions():
+    from components.arena.ranking import score_rows
+
+    votes = pd.DataFrame({"model_a": ["llm-lifecycle-sft/1"] * 30 + ["other/1"] * 5,
+                          "model_b": ["llm-lifecycle-dpo/1"] * 30 + ["llm-lifecycle-sft/1"] * 5,
+                          "vote": ["a"] * 20 + ["b"] * 10 + ["tie"] * 5})
+    rows = score_rows(votes, {"llm-lifecycle-sft/1": "sft", "llm-lifecycle-dpo/1": "dpo"}, rounds=200)
+    by_model = {row["model"]: row for row in rows}
+    assert set(by_model) == {"sft", "dpo"}  # a contestant the report did not score adds no column
+    assert by_model["sft"]["value"] > by_model["dpo"]["value"] and by_model["sft"]["n"] == 35
+    for row in rows:
+        assert row["measure"] == "arena_elo" and row["ci_low"] <= row["value"] <= row["ci_high"]
+        assert row["chance"] == 1000 and len(row["items_digest"]) == 16
