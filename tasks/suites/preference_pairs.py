@@ -3,9 +3,8 @@
 text, each side's token columns from its ids and mask, and the prompt hash from the prompt itself."""
 from __future__ import annotations
 
-import json
-
 from components.preferences.pairs import ORIGINS, prompt_id
+from tasks.suites.sft_examples import messages_of  # the same parse of a JSON list of turns
 
 NAME = "preference_pairs"
 ROW_ID = "id"
@@ -21,7 +20,7 @@ PROMPT_ORDER = r"^(?:system,)?user(?:,assistant,user)*$"
 def derive(df):
     """The prompt's roles and shortest turn, whether its hash is honest, the replies' facts, and per side the
     facts read back from its ids and mask."""
-    prompts = df["prompt"].map(_messages)
+    prompts = df["prompt"].map(messages_of)
     derived = {
         "roles": prompts.map(lambda turns: ",".join(str(turn.get("role")) for turn in turns)),
         "shortest_prompt_turn": prompts.map(lambda turns: min((len(str(t.get("content") or "").strip())
@@ -41,15 +40,6 @@ def derive(df):
             f"{side}_ends_trained": masks.map(lambda mask: len(mask) > 0 and mask[-1] == 1),  # the final EOS
         }
     return df.assign(**derived)
-
-
-def _messages(text: str) -> list[dict]:
-    """The turns, or [] when `prompt` is not a JSON list of objects (then `roles` is empty and fails)."""
-    try:
-        turns = json.loads(text)
-    except (TypeError, ValueError):
-        return []
-    return turns if isinstance(turns, list) and all(isinstance(t, dict) for t in turns) else []
 
 
 def expectations(params=None) -> list:

@@ -16,7 +16,7 @@ TURN_ORDER = r"^(?:system,)?user,assistant(?:,user,assistant)*$"
 
 def derive(df):
     """roles ("system,user,assistant"), the shortest content, and the facts read back from ids and mask."""
-    messages = df["messages"].map(_messages)
+    messages = df["messages"].map(messages_of)
     masks = df["assistant_mask"]
     return df.assign(
         roles=messages.map(lambda turns: ",".join(str(turn.get("role")) for turn in turns)),
@@ -32,7 +32,7 @@ def derive(df):
     )
 
 
-def _messages(text: str) -> list[dict]:
+def messages_of(text: str) -> list[dict]:
     """The turns, or [] when `messages` is not a JSON list of objects (then `roles` is empty and fails)."""
     try:
         turns = json.loads(text)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ import torch
 from components.tokenizer import tokenizer_digest
 from components.train.objectives.ppo import adapt_kl, gae, ppo_losses, whiten
 from test_preference_objectives import launch_one
-from test_train import finish, kill_all, launch, losses
+from interrupt import kill_after_checkpoint
+from test_train import finish, launch, losses
 from tests.integration.test_serve import model_dir  # noqa: F401  (a tiny chat model folder with its tokenizer)
 
 SEQ = 128
@@ -112,12 +112,7 @@ def test_ppo_resume_after_kill_9_gives_identical_rollouts_and_losses(model_dir, 
     expected = {json.loads(line)["step"]: json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()}
     broken = tmp_path / "broken"
     proc = launch(config_file(model_dir, prompts, broken, step_pause_s=0.5))
-    deadline = time.monotonic() + 300
-    while not ((broken / "latest").exists() and (broken / "latest").read_text() == "step-8"):
-        assert proc.poll() is None, proc.communicate()[0][-4000:]
-        assert time.monotonic() < deadline, "no step-8 checkpoint in time"
-        time.sleep(0.02)
-    kill_all(proc)
+    kill_after_checkpoint(proc, broken)
     assert max(losses(broken)) < 12
     assert finish(launch(config_file(model_dir, prompts, broken)), timeout=300)["resumed_from"] == 8
     got = {json.loads(line)["step"]: json.loads(line) for line in (broken / "metrics.jsonl").read_text().splitlines()}

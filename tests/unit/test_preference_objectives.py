@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,8 @@ from components.train import TrainConfig
 from components.train.objectives.dpo import REFERENCE, dpo_loss, reference_logps
 from components.train.objectives.pairs import read_pairs
 from components.train.objectives.reward import bradley_terry
-from test_train import ROOT, finish, kill_all, launch, losses  # the rank-launching helpers of the pretraining test
+from interrupt import kill_after_checkpoint
+from test_train import ROOT, finish, launch, losses  # the rank-launching helpers of the pretraining test
 
 VOCAB, SEQ, PAD, EOT, IM_END = 256, 64, 2, 1, 4
 GOOD, BAD = np.arange(20, 40), np.arange(60, 80)  # chosen replies use only GOOD ids, rejected only BAD ones
@@ -142,12 +142,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_losses(objective, base, pai
     expected = losses(whole)
     broken = tmp_path / "broken"
     proc = launch(config_file(base, pairs_dir, broken, objective, ckpt_every=4, step_pause_s=0.5))
-    deadline = time.monotonic() + 300
-    while not ((broken / "latest").exists() and (broken / "latest").read_text() == "step-8"):
-        assert proc.poll() is None, proc.communicate()[0][-4000:]
-        assert time.monotonic() < deadline, "no step-8 checkpoint in time"
-        time.sleep(0.02)
-    kill_all(proc)
+    kill_after_checkpoint(proc, broken)
     assert max(losses(broken)) < 12
     assert finish(launch(config_file(base, pairs_dir, broken, objective, ckpt_every=4)), timeout=300)["resumed_from"] == 8
     got = losses(broken)

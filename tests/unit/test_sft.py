@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ from components.model import ModelParams, build_model
 from components.tokenizer import tokenizer_digest
 from components.train import TrainConfig
 from components.train.objectives.sft import IGNORE, DataMismatch, Objective, masked_loss_sum, pack
-from test_train import finish, kill_all, launch, losses  # the rank-launching helpers of the pretraining twin
+from interrupt import kill_after_checkpoint
+from test_train import finish, launch, losses  # the rank-launching helpers of the pretraining twin
 
 VOCAB, SEQ, PAD = 256, 64, 2
 
@@ -165,12 +165,7 @@ def test_sft_resume_after_kill_9_gives_the_uninterrupted_losses(base, examples, 
 
     broken = tmp_path / "broken"
     proc = launch(config_file(broken, ckpt_every=4, step_pause_s=0.5))
-    deadline = time.monotonic() + 300
-    while not ((broken / "latest").exists() and (broken / "latest").read_text() == "step-8"):
-        assert proc.poll() is None, proc.communicate()[0][-4000:]
-        assert time.monotonic() < deadline, "no step-8 checkpoint in time"
-        time.sleep(0.02)
-    kill_all(proc)
+    kill_after_checkpoint(proc, broken)
     assert max(losses(broken)) < 12  # it really was interrupted
 
     resumed = finish(launch(config_file(broken, ckpt_every=4)), timeout=300)
