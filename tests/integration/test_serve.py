@@ -56,11 +56,18 @@ def registry_ws(model_dir, tmp_path_factory) -> Path:
     the training stages register theirs."""
     ws = tmp_path_factory.mktemp("ws")
     (ws / ".llm-lifecycle").mkdir()
+    import mlflow
+
+    uri, before = f"sqlite:///{ws / '.llm-lifecycle' / 'mlflow.db'}", mlflow.get_tracking_uri()  # the embedded default
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ws / '.llm-lifecycle' / 'mlflow.db'}")  # the embedded default
-        for attempt in (1, 2):
-            run = tracking.RunHandle(tracking.start_run(ws, f"sft-{attempt}", {}))
-            assert str(run.register_model(model_dir, NAME, {}, "tiny test model")) == str(attempt)
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)  # an earlier test's pipeline run may have set another one in this process
+        try:
+            for attempt in (1, 2):
+                run = tracking.RunHandle(tracking.start_run(ws, f"sft-{attempt}", {}))
+                assert str(run.register_model(model_dir, NAME, {}, "tiny test model")) == str(attempt)
+        finally:
+            mlflow.set_tracking_uri(before)
     return ws
 
 
