@@ -38,7 +38,7 @@ def test_stack_runs_the_full_deployment_and_down_leaves_nothing(tmp_path, data_d
         env |= dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines())
         assert env["PREFECT_API_URL"] == "http://127.0.0.1:4291/api"
 
-        # the full deployment, bounded to the pretraining stages: the whole 20-stage DAG runs in-process in
+        # the full deployment, bounded to the pretraining stages: the whole 18-stage DAG runs in-process in
         # tests/integration/test_pipeline.py; here it is the real servers and worker that are under test
         pretraining = json.dumps(["ingest", "curate", "clean", "mix", "tokenizer", "tokenize", "pretrain"])
         ran = cli("prefect", "deployment", "run", "llm-lifecycle/full", "-p", f"stages={pretraining}", "--watch",
