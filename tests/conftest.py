@@ -15,6 +15,19 @@ for _var, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK"
     os.environ.setdefault(_var, _value)
 
 
+DATA_FOLDERS = ("crawl", "curated", "eval", "pii", "preference", "sft")  # what the tests read from the shared data
+
+
+def pytest_sessionstart(session):
+    """The README's test command (infra/test.sh) names the data folder: if it is absent, stop the whole run loudly
+    rather than go green with every test that reads it skipped. A bare `pytest` without the variable still skips."""
+    named = os.environ.get("LLM_LIFECYCLE_DATA_DIR")
+    missing = [f for f in DATA_FOLDERS if not (Path(named) / f).is_dir()] if named else []
+    if missing:
+        pytest.exit(f"LLM_LIFECYCLE_DATA_DIR={named} lacks {', '.join(missing)}: put the shared data there (see "
+                    f"its README.md) or point LLM_LIFECYCLE_DATA_DIR at it", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
