@@ -104,7 +104,7 @@ def scaling(
 @app.command()
 def stage(name: str, progress: Annotated[bool, typer.Option(help="progress bars")] = True) -> None:
     """Run one stage in this workspace: the command DVC runs for each stage of dvc.yaml."""
-    from tasks.dag import Workspace
+    from tasks.dag import StageError, Workspace
     from tasks.gates import GateFailed
     from tasks.params import ParamsError
     from tasks.stage import EXIT_GATE_FAILED, EXIT_TRANSIENT, execute, is_transient
@@ -113,6 +113,8 @@ def stage(name: str, progress: Annotated[bool, typer.Option(help="progress bars"
         metrics = execute(Workspace(), name, progress=progress and sys.stderr.isatty())
     except GateFailed as err:
         _fail(f"{err}\nThe output was not published; the next stage will not run.", EXIT_GATE_FAILED)
+    except StageError as err:  # a missing or changed input, a full disk: the message names the path and the fix
+        _fail(str(err))
     except ParamsError as err:
         _fail(str(err))
     except OSError as err:

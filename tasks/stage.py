@@ -5,7 +5,9 @@ and published only if the suite passes. The exit code tells the orchestrator whe
 """
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from pydantic import BaseModel
 from components.storage import staged_dir
 from tasks import gates, tracking
 from tasks.dag import StageError, StageSpec, Workspace
+from tasks.integrity import check_inputs
 from tasks.params import EFFECTIVE_FILE, load_effective
 
 EXIT_GATE_FAILED = 65  # EX_DATAERR: the data is wrong; a retry cannot help
@@ -47,29 +50,60 @@ def execute(ws: Workspace, name: str, progress: bool = True) -> dict[str, float]
     spec, module = ws.stage(name), ws.module(name)
     params = load_effective(ws, module.SECTION)
     disabled = ws.disabled(yaml.safe_load((ws.root / EFFECTIVE_FILE).read_text()))
-    inputs = {up: ws.root / path for up, path in spec.inputs().items() if up not in disabled}
-    missing = [str(p.relative_to(ws.root)) for p in inputs.values() if not p.exists()]
+    reads = {up: folder for up, folder in spec.inputs().items() if up not in disabled}
+    missing = [folder for folder in reads.values() if not (ws.root / folder).exists()]
     if missing:
         raise StageError(
             f"stage {name!r} reads {', '.join(missing)}, which does not exist: run its upstream stage "
             f"first (`llm-lifecycle run --stages {' '.join(spec.upstream)}`) or fetch it with `dvc pull`"
         )
+    check_inputs(ws, reads)  # a byte flipped, a shard truncated, a cache copy lost since the upstream published
+    inputs = {up: ws.root / folder for up, folder in reads.items()}
     report_dir = ws.root / spec.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     run = tracking.current_stage_run()
     started = time.monotonic()
     state_dir = ws.state_dir / name
-    with staged_dir(ws.root / spec.data_out) as out_dir:
+    final = ws.root / spec.data_out
+    with staged_dir(final) as out_dir:
         ctx = StageContext(spec, params, inputs, out_dir, report_dir, state_dir)
-        metrics = dict(module.run(ctx, progress=progress))
+        try:
+            metrics = dict(module.run(ctx, progress=progress))
+        except OSError as err:
+            if err.errno != errno.ENOSPC and "No space left on device" not in str(err):  # pyarrow sets no errno
+                raise
+            raise DiskFull(_disk_full_message(name, out_dir, final)) from err
         _validate(module.GATES, out_dir, params, report_dir, run)
         metrics["duration_s"] = round(time.monotonic() - started, 3)
         _write_json(report_dir / "metrics.json", metrics, sort_keys=False)  # the stage's order: headline first
         run.log_metrics(metrics)
         run.log_reports(report_dir)
     if hasattr(module, "published"):  # e.g. register the model: only once it passed its gate and is in place
-        module.published(StageContext(spec, params, inputs, ws.root / spec.data_out, report_dir, state_dir), run)
+        module.published(StageContext(spec, params, inputs, final, report_dir, state_dir), run)
     return metrics
+
+
+class DiskFull(StageError):
+    """The disk filled while the stage wrote its output; the previous output is untouched."""
+
+
+def _disk_full_message(name: str, staging: Path, final: Path) -> str:
+    written = _size(staging)
+    files = [p for p in staging.rglob("*") if p.is_file()]
+    at = max(files, key=lambda p: p.stat().st_mtime) if files else staging
+    previous = f"; its last output took {_mb(_size(final))}" if final.exists() else ""
+    return (f"no space left on the device holding {staging.parent} while stage {name!r} wrote {at}: it had written "
+            f"{_mb(written)} and needs more than that{previous}; {_mb(shutil.disk_usage(staging.parent).free)} are "
+            f"free. Free at least that much there (or move the workspace) and rerun; "
+            f"{'the previous output ' + str(final) + ' is intact' if final.exists() else 'nothing was published'}.")
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def _validate(gate_suites: dict[str, str], out_dir: Path, params: BaseModel, report_dir: Path, run) -> None:
