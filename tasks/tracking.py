@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -55,18 +56,40 @@ def run_url(run_id: str) -> str | None:
     return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
 
 
+# Tracked files every run rewrites itself: DVC's record of what each output was built from. A change there
+# is the pipeline's own bookkeeping, not code or parameters that differ from the commit.
+RUN_WRITES = ("dvc.lock",)
+
+
 def git_commit(root: Path) -> str:
+    """HEAD, with `-dirty` when code or parameters differ from it (dirty_files says which)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty_files(root) else "")
+
+
+def dirty_files(root: Path) -> list[str]:
+    """Tracked files that differ from HEAD, other than those the run itself rewrites (RUN_WRITES)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "-z"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    entries, paths = iter(out.split("\0")), set()
+    for entry in entries:  # "XY path"; a rename or copy (X = R, C) is followed by its old path
+        if entry:
+            paths.add(entry[3:])
+            if entry[0] in "RC":
+                paths.add(next(entries))
+    return sorted(paths - set(RUN_WRITES))
 
 
 def start_run(root: Path, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
     tags = {f"{TAG}{k}": str(v) for k, v in tags.items()} | {"mlflow.source.git.commit": git_commit(root)}
+    if dirty := dirty_files(root):
+        tags[f"{TAG}git.dirty_files"] = " ".join(dirty)[:5000]
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
     return client().create_run(experiment_id(root), run_name=name, tags=tags).info.run_id
@@ -118,19 +141,82 @@ def _flatten(values, prefix: str):
         yield prefix, values
 
 
+def server_reachable(timeout_s: float = 2) -> bool:
+    """Whether the tracking server answers its health check now (always true for a local SQLite store)."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("http"):
+        return True
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 class RunHandle:
-    """A handle on one MLflow run: a stage process's own (a no-op when not orchestrated), or a sweep point's."""
+    """A handle on one MLflow run: a stage process's own (a no-op when not orchestrated), or a sweep point's.
+
+    Metrics are buffered while the tracking server is away: training must not stall or die because tracking
+    is down, so each value keeps its step and timestamp and goes with the first send that gets through."""
+
+    BATCH = 1000  # MLflow's limit on metrics per log_batch
 
     def __init__(self, run_id: str | None):
         self.run_id = run_id
+        self.unsent: list = []  # mlflow.entities.Metric, oldest first
+        self.away_since: float | None = None
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Send `metrics` at `step` now, after any buffered ones; MLflow's own retries bridge a short outage,
+        and an error is raised if the server stays away."""
+        self._queue(metrics, step)
+        while self.unsent:
+            client().log_batch(self.run_id, metrics=self.unsent[:self.BATCH])
+            del self.unsent[:self.BATCH]
+
+    def buffer_metrics(self, metrics: dict[str, float], step: int = 0) -> bool:
+        """Queue `metrics` at `step` and send what is queued if the server answers; never blocks long or raises
+        on an unreachable server. Returns whether nothing is left unsent."""
+        self._queue(metrics, step)
+        return self.send_unsent()
+
+    def _queue(self, metrics: dict[str, float], step: int) -> None:
         if self.run_id and metrics:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            client().log_batch(self.run_id, metrics=[Metric(key, float(value), now, step)
-                                                     for key, value in metrics.items() if value is not None])
+            self.unsent += [Metric(key, float(value), now, step) for key, value in metrics.items() if value is not None]
+
+    def send_unsent(self) -> bool:
+        """Send the buffered metrics if the server answers; a failed send keeps them for the next try."""
+        from mlflow.exceptions import MlflowException
+
+        while self.unsent:
+            # the health check fails fast; MLflow's own retries would block the caller for minutes
+            try:
+                if not server_reachable():
+                    raise ConnectionError("no answer to its health check")
+                batch = self.unsent[:self.BATCH]
+                client().log_batch(self.run_id, metrics=batch)
+            except (MlflowException, OSError) as err:
+                if self.away_since is None:
+                    self.away_since = time.monotonic()
+                    print(f"MLflow unreachable ({str(err)[:200]}); buffering metrics until it is back", flush=True)
+                return False
+            del self.unsent[:len(batch)]
+        if self.away_since is not None:
+            print(f"MLflow is back after {time.monotonic() - self.away_since:.0f} s: buffered metrics sent", flush=True)
+            self.away_since = None
+        return True
+
+    def flush_metrics(self, wait_s: float, poll_s: float = 2) -> list:
+        """Keep sending the buffered metrics for up to `wait_s`; returns what could not be sent (the gap)."""
+        deadline = time.monotonic() + wait_s
+        while not self.send_unsent() and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        return list(self.unsent)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id:
