@@ -62,6 +62,9 @@ def launch_ranks(launch: LaunchParams, config_files: list[Path], follow: TrainCo
                            "the newest checkpoint of each run")
 
 
+MLFLOW_WAIT_S = 120  # after training, how long buffered metrics wait for a tracking server that is away
+
+
 class _MetricsFollower(threading.Thread):
     """Tails rank 0's metrics.jsonl: every new row to MLflow (with its step) and one progress line to the log."""
 
@@ -78,6 +81,11 @@ class _MetricsFollower(threading.Thread):
     def stop(self) -> None:
         self.done.set()
         self.join()
+        gap = self.stage_run.flush_metrics(wait_s=MLFLOW_WAIT_S)
+        if gap:  # the stage goes on: the rows are kept in metrics.jsonl all the same
+            steps = sorted({metric.step for metric in gap})
+            print(f"MLflow stayed unreachable for {MLFLOW_WAIT_S:.0f} s after training: {len(gap)} metric values of "
+                  f"steps {steps[0]}-{steps[-1]} did not reach it (they are in {self.path})", flush=True)
 
     def follow(self) -> None:
         if not self.path.exists():
@@ -89,7 +97,7 @@ class _MetricsFollower(threading.Thread):
         self.offset += sum(len(line.encode()) for line in complete)
         for row in map(json.loads, complete):
             step = row.pop("step")
-            self.stage_run.log_metrics(row, step=step)
+            self.stage_run.buffer_metrics(row, step=step)
             shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
             print(f"step {step}/{self.steps}  {shown}", flush=True)
 
