@@ -74,45 +74,79 @@ def _services(state: Path, s3: bool) -> dict[str, dict]:
 # The worker runs the stages with the environment it was started with: a stack started without these (or
 # with other values) would run every flow the old way, so `up` restarts it when they differ.
 WORKER_SETTINGS = ("LLM_LIFECYCLE_DATA_DIR", "LLM_LIFECYCLE_DVC_REMOTE", "LLM_LIFECYCLE_WORKSPACE")
+# Seconds between a flow run's heartbeats (Prefect's minimum): the automation infra/deployments.py registers
+# marks a run Crashed when they stop, i.e. its worker or process died.
+HEARTBEAT_S = 30
 
 
 def up(s3: bool = False) -> str:
-    folder = _state_dir()
+    """Start the stack; if it is up already, start only the services that are down (a dead worker does not
+    restart healthy servers), or restart it all when the worker's settings changed."""
     settings = {key: os.environ.get(key) for key in WORKER_SETTINGS}
     previous = _load_state()
     restart = ""
     if previous.get("services"):
-        report, healthy = status()
-        if healthy and previous.get("settings", settings) == settings:
-            return "already up\n" + report
-        if healthy:
-            changed = [k for k in WORKER_SETTINGS if previous.get("settings", {}).get(k) != settings[k]]
-            restart = f"restarted: {', '.join(changed)} changed since the stack started\n"
+        changed = [k for k in WORKER_SETTINGS if previous.get("settings", settings).get(k) != settings[k]]
+        changed += ["--s3"] if s3 and not previous.get("s3") else []
+        if not changed:
+            return _start_what_is_down(previous)
+        restart = f"restarted: {', '.join(changed)} changed since the stack started\n"
         _stop_services()
-    folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    env = os.environ | QUIET | client_env(s3)
     state = {"s3": s3, "settings": settings, "services": {}}
     try:
-        for name, svc in _services(folder, s3).items():
-            state["services"][name] = start_service(name, svc["cmd"], env | svc.get("env", {}), svc["health"])
-            _save_state(state)
-        for name, svc in _services(folder, s3).items():
-            wait_healthy(name, svc["health"], folder / f"{name}.log", pid=state["services"][name]["pid"])
-        if s3:
-            _create_bucket(env)
-            _configure_dvc_s3()
+        _start_servers(state, list(_services(_state_dir(), s3)))
+        env = _env(s3)
         _run([venv_bin("prefect"), "work-pool", "create", POOL, "--type", "process", "--overwrite"], env)
-        _run([sys.executable, "-m", "infra.deployments"], env)
-        worker_env = env | {"PREFECT_WORKER_QUERY_SECONDS": "5"}
-        worker = [venv_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
-        state["services"]["worker"] = start_service("worker", worker, worker_env, None)
-        _save_state(state)
+        _run([sys.executable, "-m", "infra.deployments"], env)  # and the crash detection automation
+        _start_worker(state)
     except BaseException:
         _stop_services()
         raise
     report, _ = status()
     return f"{restart}stack up in {time.monotonic() - started:.1f} s\n{report}"
+
+
+def _env(s3: bool) -> dict[str, str]:
+    return os.environ | QUIET | client_env(s3)
+
+
+def _start_servers(state: dict, names: list[str]) -> None:
+    """Start these servers (in order), recording each in the state file as it starts, then wait for them."""
+    folder = _state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    services, env = _services(folder, state["s3"]), _env(state["s3"])
+    for name in names:
+        state["services"][name] = start_service(name, services[name]["cmd"], env | services[name].get("env", {}),
+                                                services[name]["health"])
+        _save_state(state)
+    for name in names:
+        wait_healthy(name, services[name]["health"], folder / f"{name}.log", pid=state["services"][name]["pid"])
+    if "s3" in names:  # moto keeps its buckets in memory: a restarted one starts empty
+        _create_bucket(env)
+        _configure_dvc_s3()
+
+
+def _start_worker(state: dict) -> None:
+    env = _env(state["s3"]) | {"PREFECT_WORKER_QUERY_SECONDS": "5", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
+    cmd = [venv_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
+    state["services"]["worker"] = start_service("worker", cmd, env, None)
+    _save_state(state)
+
+
+def _start_what_is_down(state: dict) -> str:
+    """Restart the services that died or stopped answering, leave the healthy ones alone."""
+    down = [name for name, svc in state["services"].items() if _is_down(svc)]
+    if not down:
+        return "already up\n" + status()[0]
+    started = time.monotonic()
+    servers = [name for name in down if name != "worker"]
+    for name in servers:  # what is left of a hung or half-dead server would hold its port
+        _stop_group(state["services"][name]["pid"])
+    _start_servers(state, servers)
+    if "worker" in down:  # its flow runs, if any outlived it, run on; Prefect crashes them if they died too
+        _start_worker(state)
+    return f"restarted {', '.join(down)} (down) in {time.monotonic() - started:.1f} s\n{status()[0]}"
 
 
 def start_service(name: str, cmd: list[str], env: dict, health: str | None) -> dict:
@@ -125,8 +159,9 @@ def start_service(name: str, cmd: list[str], env: dict, health: str | None) -> d
     return {"pid": proc.pid, "log": str(log), "health": health}
 
 
-def wait_healthy(name: str, url: str, log: Path, timeout_s: float = 90, pid: int | None = None) -> None:
-    """Wait until `url` answers 200; fail after `timeout_s`, or as soon as the service `pid` has exited."""
+def wait_healthy(name: str, url: str, log: Path, timeout_s: float = 300, pid: int | None = None) -> None:
+    """Wait until `url` answers 200; fail after `timeout_s` (a Prefect server took over 90 s on 2 cores under a
+    load of 14), or as soon as the service `pid` has exited."""
     deadline, why = time.monotonic() + timeout_s, f"did not become healthy at {url} within {timeout_s:.0f} s"
     while time.monotonic() < deadline:
         if is_healthy(url):
@@ -180,8 +215,7 @@ def status() -> tuple[str, bool]:
         return "\n".join(["stack is down", *_model_server_lines()]), False
     lines, healthy = [], True
     for name, svc in state["services"].items():
-        alive = group_alive(svc["pid"])
-        ok = alive and is_healthy(svc.get("health"))
+        ok = service_ok(svc)
         healthy &= ok
         where = svc.get("health") or f"pool {POOL}"
         lines.append(f"{name:<8} {'healthy' if ok else 'DOWN':<8} pid {svc['pid']:<8} {where}  (log {svc['log']})")
@@ -257,6 +291,35 @@ def _stop_group(pid: int, grace_s: float = 10) -> None:
             if not group_alive(pid):
                 return
             time.sleep(0.2)
+
+
+def _is_down(svc: dict, patience_s: float = 60) -> bool:
+    """Dead, or alive but not answering for `patience_s`: a server on a busy machine may answer late (and must not
+    be killed for it), a hung one never does."""
+    deadline = time.monotonic() + patience_s
+    while process_alive(svc["pid"]):
+        if is_healthy(svc.get("health")):
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(1)
+    return True
+
+
+def service_ok(svc: dict) -> bool:
+    """The service's own process runs (not only a child it left behind) and answers its health check."""
+    return process_alive(svc["pid"]) and is_healthy(svc.get("health"))
+
+
+def process_alive(pid: int) -> bool:
+    try:  # a service this process started stays a zombie until it is reaped
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def group_alive(pgid: int) -> bool:

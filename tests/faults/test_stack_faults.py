@@ -1,0 +1,176 @@
+"""Faults of the running stack, injected for real: concurrent runs on one workspace, the worker killed mid-run,
+the Prefect server restarted and the MLflow server down during pretraining, the S3 server stopped during a
+push. Each test says how long recovery took (`-s` shows the RECOVERY lines; docs/reliability.md has them).
+
+The tests share one stack (`--s3`, free ports) and one workspace, in order: each starts from what the one
+before built, which keeps the whole module near 15-25 minutes on 2 busy cores."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import make_workspace
+from tests.faults.stackctl import BIN, FINAL, Prefect, cli, crash, stack_env, stack_state, with_client_env
+
+pytestmark = [pytest.mark.stack, pytest.mark.heavy, pytest.mark.timeout(1800)]  # minutes each, on a busy machine
+
+DATA_STAGES = ["ingest", "curate", "clean"]
+PRETRAINING = [*DATA_STAGES, "mix", "tokenizer", "tokenize", "pretrain"]
+
+
+def recovered(fault: str, seconds: float) -> None:
+    print(f"\nRECOVERY {fault}: {seconds:.0f} s", flush=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("faults")
+    ws = make_workspace(root / "ws")
+    env = stack_env(ws, data_dir, root / "dvc-remote")
+    up = cli("llm-lifecycle", "stack", "up", "--s3", env=env, cwd=ws, timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        env = with_client_env(env, ws)
+        yield ws, env, Prefect(env["PREFECT_API_URL"])
+    finally:
+        cli("llm-lifecycle", "stack", "down", env=env, cwd=ws, timeout=180)
+
+
+def run_to_end(prefect: Prefect, stages: list[str], timeout_s: float = 900, **parameters) -> tuple[str, dict]:
+    run = prefect.trigger("llm-lifecycle/full", {"stages": stages, **parameters})
+    return run, prefect.wait_state(run, FINAL, timeout_s)
+
+
+def assert_workspace_consistent(ws, env, stages: list[str]) -> None:
+    """dvc.lock parses, records every stage, and the outputs on disk are what it says (`dvc status` clean)."""
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert set(stages) <= set(lock["stages"]), f"dvc.lock lacks stages: {set(stages) - set(lock['stages'])}"
+    status = cli("dvc", "status", *stages, env=env, cwd=ws, timeout=300)
+    assert status.returncode == 0 and "up to date" in status.stdout, (
+        f"outputs differ from dvc.lock after the fault:\n{status.stdout}{status.stderr}")
+
+
+def test_three_runs_at_once_one_runs_the_others_say_who_holds_the_lock(stack):
+    ws, env, prefect = stack
+    runs = [prefect.trigger("llm-lifecycle/full", {"stages": DATA_STAGES}) for _ in range(3)]
+    states = {run: prefect.wait_state(run, FINAL, 900) for run in runs}
+    completed = [run for run, state in states.items() if state["type"] == "COMPLETED"]
+    refused = {run: state for run, state in states.items() if run not in completed}
+    assert completed, f"no run completed: {states}"
+    for run, state in refused.items():  # refused at once, naming the holder, rather than racing on the files
+        assert state["type"] == "FAILED" and "holds the workspace lock" in state["message"], (run, state)
+        assert "flow run" in state["message"] and "pid" in state["message"], state["message"]
+    print(f"\nconcurrent runs: {len(completed)} completed, {len(refused)} refused", flush=True)
+    assert_workspace_consistent(ws, env, DATA_STAGES)
+
+
+def test_a_killed_worker_leaves_a_crashed_run_and_the_rerun_skips_what_completed(stack):
+    ws, env, prefect = stack
+    stages = [*DATA_STAGES, "mix", "tokenizer", "tokenize"]
+    before = stack_state(ws)["services"]
+    run = prefect.trigger("llm-lifecycle/full", {"stages": stages})  # the data stages are done: mix runs first
+    assert _wait_for_lock_entry(ws, "mix", timeout_s=600), "the run did not finish the mix stage within 600 s"
+    killed = time.monotonic()
+    crash(before["worker"]["pid"])  # the worker, its flow-run process, DVC and the stage under it
+
+    up = cli("llm-lifecycle", "stack", "up", env=env, cwd=ws, timeout=300)
+    assert up.returncode == 0 and up.stdout.startswith("restarted worker (down)"), up.stdout + up.stderr
+    after = stack_state(ws)["services"]
+    assert {name: after[name]["pid"] for name in ("prefect", "mlflow", "s3")} == \
+           {name: before[name]["pid"] for name in ("prefect", "mlflow", "s3")}, "healthy servers were restarted"
+    recovered("worker restarted by `stack up`", time.monotonic() - killed)
+
+    state = prefect.wait_state(run, {"CRASHED", "COMPLETED", "FAILED"}, 400)
+    assert state["type"] == "CRASHED", f"the killed run should show Crashed, not {state}"
+    recovered("killed run marked Crashed (heartbeat automation)", time.monotonic() - killed)
+
+    rerun, state = run_to_end(prefect, stages)
+    assert state["type"] == "COMPLETED", state
+    tasks = prefect.task_states(rerun)
+    assert all(tasks[name] == "Skipped" for name in [*DATA_STAGES, "mix"]), tasks
+    recovered("rerun completed after the worker was killed", time.monotonic() - killed)
+    assert_workspace_consistent(ws, env, stages)
+
+
+def test_pretraining_survives_an_mlflow_outage_and_a_prefect_restart(stack):
+    ws, env, prefect = stack
+    from mlflow import MlflowClient
+
+    mlflow = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = mlflow.get_experiment_by_name("llm-lifecycle").experiment_id
+    started = time.time() * 1000
+    # a pause per step stretches pretraining past the outages without using more CPU
+    run = prefect.trigger("llm-lifecycle/full", {"stages": PRETRAINING, "overrides": {"pretrain.step_pause_s": 1.0}})
+    stage_run = _wait_for_training_metrics(mlflow, experiment, started, timeout_s=600)
+
+    services = stack_state(ws)["services"]
+    crash(services["mlflow"]["pid"])
+    down_at = time.monotonic()
+    time.sleep(60)
+    up = cli("llm-lifecycle", "stack", "up", env=env, cwd=ws, timeout=300)
+    assert up.returncode == 0 and up.stdout.startswith("restarted mlflow (down)"), up.stdout + up.stderr
+    recovered("MLflow back after a 60 s outage", time.monotonic() - down_at)
+
+    crash(services["prefect"]["pid"])
+    down_at = time.monotonic()
+    up = cli("llm-lifecycle", "stack", "up", env=env, cwd=ws, timeout=300)
+    assert up.returncode == 0 and up.stdout.startswith("restarted prefect (down)"), up.stdout + up.stderr
+    recovered("Prefect server restarted", time.monotonic() - down_at)
+
+    state = prefect.wait_state(run, FINAL, 900)
+    assert state["type"] == "COMPLETED", state
+    recovered("pretraining run completed after both outages", time.monotonic() - down_at)
+    logged = {m.step for m in mlflow.get_metric_history(stage_run, "loss")}
+    written = {row["step"] for row in map(json.loads, (ws / "reports/pretrain/metrics.jsonl").read_text().splitlines())
+               if "loss" in row}
+    assert written and logged == written, f"steps missing in MLflow: {sorted(written - logged)}"
+    assert mlflow.get_run(stage_run).info.status == "FINISHED"
+
+
+def test_s3_stopped_during_a_push_fails_clearly_and_the_next_push_completes(stack):
+    ws, env, _ = stack
+    crash(stack_state(ws)["services"]["s3"]["pid"])
+    assert cli("llm-lifecycle", "stack", "up", env=env, cwd=ws, timeout=300).returncode == 0  # an empty bucket
+    push = subprocess.Popen([BIN / "dvc", "push"], env=env, cwd=ws, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    time.sleep(2)  # the push is under way: the bucket is empty, so every output is uploaded again
+    crash(stack_state(ws)["services"]["s3"]["pid"])
+    stopped = time.monotonic()
+    output, _ = push.communicate(timeout=900)
+    failed_after = time.monotonic() - stopped
+    print(f"\ndvc push with the S3 server gone: exit {push.returncode} after {failed_after:.0f} s:\n{output[-1500:]}")
+    assert push.returncode != 0, "dvc push reported success with its S3 server killed"
+    assert_workspace_consistent(ws, env, PRETRAINING)  # the local outputs are intact
+
+    assert cli("llm-lifecycle", "stack", "up", env=env, cwd=ws, timeout=300).returncode == 0
+    again = cli("dvc", "push", env=env, cwd=ws, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    in_sync = cli("dvc", "status", "--cloud", env=env, cwd=ws, timeout=300)
+    assert "in sync" in in_sync.stdout, in_sync.stdout + in_sync.stderr
+    recovered("push completed after the S3 server was restarted", time.monotonic() - stopped)
+
+
+def _wait_for_lock_entry(ws, stage: str, timeout_s: float) -> bool:
+    """Wait until dvc.lock records `stage` (DVC writes it when the stage has finished)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lock = ws / "dvc.lock"
+        if lock.exists() and stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}):
+            return True
+        time.sleep(1)
+    return False
+
+
+def _wait_for_training_metrics(mlflow, experiment: str, since_ms: float, timeout_s: float) -> str:
+    """The id of the pretrain stage run started after `since_ms` once MLflow holds its first training loss."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = mlflow.search_runs([experiment], f"tags.`llm.stage` = 'pretrain' and attributes.start_time > {since_ms:.0f}")
+        if runs and "loss" in runs[0].data.metrics:
+            return runs[0].info.run_id
+        time.sleep(2)
+    raise AssertionError(f"no pretrain run logged a loss within {timeout_s:.0f} s")
