@@ -220,12 +220,15 @@ def params(
     """Validate the parameters and write params.effective.yaml (what `dvc repro` then uses)."""
     from tasks.dag import Workspace
     from tasks.params import ParamsError, parse_overrides, resolve, write_effective
+    from tasks.sources import write_source_digests
 
     ws = Workspace()
     try:
-        path = write_effective(ws, resolve(ws, preset, parse_overrides(set_ or [])))
+        params = resolve(ws, preset, parse_overrides(set_ or []))
     except ParamsError as err:
         _fail(str(err))
+    path = write_effective(ws, params)
+    write_source_digests(ws, params)
     typer.echo(path.read_text())
 
 

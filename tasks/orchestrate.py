@@ -26,6 +26,7 @@ from prefect.states import Completed
 from tasks import tracking
 from tasks.dag import StageError, Workspace
 from tasks.params import digest, resolve, write_effective
+from tasks.sources import write_source_digests
 from tasks.stage import EXIT_TRANSIENT
 
 BIN = os.path.dirname(sys.executable)  # this environment's dvc and llm-lifecycle
@@ -63,6 +64,7 @@ def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wai
     try:
         params = resolve(ws, preset, overrides)
         write_effective(ws, params)
+        write_source_digests(ws, params)
         import mlflow
 
         mlflow.set_tracking_uri(tracking.default_tracking_uri(ws.root))
