@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -51,11 +52,50 @@ def run(
     except ParamsError as err:
         _fail(str(err))
     from flows.pipeline import llm_lifecycle
+    from tasks.failure import summarize
 
-    outcomes = llm_lifecycle(preset=preset, overrides=overrides, stages=stages, force=force, push=push,
-                             lock_wait_s=wait)
+    ws = Workspace()
+    with _log_to_file(ws) as log:
+        try:
+            outcomes = llm_lifecycle(preset=preset, overrides=overrides, stages=stages, force=force, push=push,
+                                     lock_wait_s=wait)
+        except Exception as err:  # the traceback is in the log; the user gets the stage, its error and a hint
+            _fail(summarize(str(err), str(log), ws).render(), code=1)
+    typer.echo(f"log: {log}")
     for o in outcomes:
         typer.echo(f"{o['stage']:<12} {o['status']:<8} {o.get('duration_s', '')}")
+
+
+@contextmanager
+def _log_to_file(ws):
+    """Copy this run's Prefect log (every stage's output included) to .llm-lifecycle/logs/run-TIME.log."""
+    import logging
+    import time
+
+    path = ws.state_dir / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
+    logging.getLogger("prefect").addHandler(handler)
+    try:
+        yield path
+    finally:
+        logging.getLogger("prefect").removeHandler(handler)
+        handler.close()
+
+
+@app.command()
+def why(flow_run: Annotated[Optional[str], typer.Argument(
+        help="a flow run id [the latest failed run of the llm-lifecycle flow]")] = None) -> None:
+    """Why a pipeline run on the Prefect API failed (a deployment's, e.g. infra/main.sh's): the failed stage, its
+    last error lines, where the full log is, and a hint when the cause is known."""
+    from tasks.dag import Workspace
+    from tasks.failure import from_flow_run
+
+    try:
+        typer.echo(from_flow_run(flow_run, Workspace()).render())
+    except LookupError as err:
+        _fail(str(err))
 
 
 def _numbers(text: Optional[str], kind=float) -> Optional[list]:
@@ -233,16 +273,26 @@ def params(
 
 
 @app.command()
-def lineage(run_id: Annotated[str, typer.Argument(help="an MLflow run id, or models:/NAME/VERSION")],
+def lineage(run_id: Annotated[Optional[str], typer.Argument(help="an MLflow run id, or models:/NAME/VERSION")] = None,
+            contains: Annotated[Optional[str], typer.Option(
+                "--contains", help="a URL or URL prefix: what descends from its records, and how to rebuild without them")] = None,
             as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """The upstream chain of an MLflow run or registered model version: stages, their inputs and outputs,
-    back to the raw sources."""
+    """The upstream chain of an MLflow run or registered model version: stages, their inputs and outputs, back to
+    the raw sources. With --contains URL (a takedown request): every stage output, MLflow run and registered model
+    version that descends from that URL's records, and the blocklist entry that rebuilds without them."""
     from tasks import lineage as lin
     from tasks.dag import Workspace
     from tasks.tracking import default_tracking_uri
     import mlflow
 
-    mlflow.set_tracking_uri(default_tracking_uri(Workspace().root))
+    if (run_id is None) == (contains is None):
+        _fail("name a run (llm-lifecycle lineage RUN_ID) or a URL (llm-lifecycle lineage --contains URL), one of them")
+    ws = Workspace()
+    mlflow.set_tracking_uri(default_tracking_uri(ws.root))
+    if contains:
+        report = lin.contains(ws, contains)
+        typer.echo(json.dumps(report, indent=2) if as_json else lin.render_contains(report))
+        return
     tree = lin.trace(run_id)
     typer.echo(json.dumps(tree, indent=2) if as_json else lin.render(tree))
 

@@ -10,7 +10,15 @@ bash infra/setup.sh
 source infra/env.sh
 llm-lifecycle stack up ${LLM_LIFECYCLE_S3:+--s3}
 eval "$(llm-lifecycle stack env)"
-prefect deployment run llm-lifecycle/full --watch
+watched=$(mktemp)
+if ! prefect deployment run llm-lifecycle/full --watch 2>&1 | tee "$watched"; then
+  # the watch says only "Failed": say which stage, its error, where its log is, and what to do
+  flow_run=$(grep -oE 'UUID: [0-9a-f-]{36}' "$watched" | head -n 1 | cut -d' ' -f2 || true)
+  echo
+  llm-lifecycle why $flow_run >&2 || true
+  echo "The stack is still up: Prefect UI $PREFECT_UI_URL; stop it with: .venv/bin/llm-lifecycle stack down" >&2
+  exit 1
+fi
 cat <<MSG
 
 Done. Where to look:

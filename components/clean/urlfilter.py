@@ -23,6 +23,8 @@ class UrlFilterParams(StrictModel):
     blocklist_file: Path | None = Field(
         None, description="extra list: one domain (blocks its subdomains too) or URL (substring) per line, # comments"
     )
+    blocklist: list[str] = Field([], description="extra entries, as lines of blocklist_file: takedown requests "
+                                 "(`llm-lifecycle lineage --contains URL` lists what they reach)")
 
 
 class UrlFilter(Filter):
@@ -35,7 +37,7 @@ class UrlFilter(Filter):
         self.params = params
         files = [DEFAULT_BLOCKLIST] if params.use_default_blocklist else []
         files += [params.blocklist_file] if params.blocklist_file else []
-        self.domains, self.urls = load_blocklist(files)
+        self.domains, self.urls = load_blocklist(files, params.blocklist)
 
     def __call__(self, doc: Doc) -> str | None:
         if not self.params.enabled or not doc.url:
@@ -55,18 +57,18 @@ class UrlFilter(Filter):
         return any(".".join(labels[i:]) in self.domains for i in range(len(labels)))
 
 
-def load_blocklist(files: list[Path]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Domains (entries without "/") and URL substrings (entries with one) from the given files."""
+def load_blocklist(files: list[Path], entries: list[str] = ()) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Domains (entries without "/") and URL substrings (entries with one) from the given files and entries."""
     domains, urls = set(), []
-    for path in files:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            entry = COMMENT.sub("", line).strip().lower()
-            if not entry:
-                continue
-            if "/" in entry:
-                urls.append(without_scheme(entry))
-            else:
-                domains.add(entry.lstrip("*.").rstrip("."))  # "*.example.com" and "example.com." mean example.com
+    lines = [line for path in files for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    for line in [*lines, *entries]:
+        entry = COMMENT.sub("", line).strip().lower()
+        if not entry:
+            continue
+        if "/" in entry:
+            urls.append(without_scheme(entry))
+        else:
+            domains.add(entry.lstrip("*.").rstrip("."))  # "*.example.com" and "example.com." mean example.com
     return frozenset(domains), tuple(urls)
 
 

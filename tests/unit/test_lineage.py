@@ -1,0 +1,52 @@
+"""Lineage must not cry wolf: a run's own rewrite of dvc.lock leaves the commit clean; changed code or
+parameters mark it `-dirty` and are named."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tasks.tracking import dirty_files, git_commit
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    for name, text in {"dvc.lock": "schema: '2.0'\n", "params.yaml": "crawl: {max_records: 5}\n",
+                       "tasks/ingest.py": "SECTION = 'crawl'\n"}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    subprocess.run([*GIT, "init", "-q", "-b", "main"], cwd=tmp_path, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "init"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def head(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_runs_own_dvc_lock_and_untracked_outputs_leave_the_commit_clean(repo):
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {ingest: {}}\n")  # what every run rewrites
+    (repo / "data").mkdir()
+    (repo / "data" / "records.parquet").write_bytes(b"not tracked by git")
+
+    assert dirty_files(repo) == []
+    assert git_commit(repo) == head(repo)
+
+
+def test_changed_code_or_parameters_are_dirty_and_named(repo):
+    (repo / "params.yaml").write_text("crawl: {max_records: 50}\n")
+    (repo / "tasks" / "ingest.py").write_text("SECTION = 'crawl'  # edited\n")
+    (repo / "dvc.lock").write_text("rewritten by the run\n")
+
+    assert dirty_files(repo) == ["params.yaml", "tasks/ingest.py"]
+    assert git_commit(repo) == head(repo) + "-dirty"
+
+
+def test_a_renamed_file_names_both_paths(repo):
+    subprocess.run(["git", "mv", "tasks/ingest.py", "tasks/crawl.py"], cwd=repo, check=True)
+
+    assert dirty_files(repo) == ["tasks/crawl.py", "tasks/ingest.py"]
