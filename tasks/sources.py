@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 import yaml
 
 from components.storage import file_md5
 from tasks.dag import Workspace
+from tasks.params import DATA_DIR_ENV
 
 SOURCES_FILE = "params.sources.yaml"
 NO_LOCAL_FILES = "no local files"
+log = logging.getLogger(__name__)
 
 
 def source_uris(values) -> list[str]:
@@ -54,6 +58,11 @@ def section_digest(values) -> str:
 
 def write_source_digests(ws: Workspace, params: dict) -> Path:
     """Write params.sources.yaml (section → digest) beside params.effective.yaml."""
+    remote = [f"{section}: {uri}" for section, values in params.items() if isinstance(values, dict)
+              for uri in source_uris(values) if is_remote(uri)]
+    if remote and os.environ.get(DATA_DIR_ENV):  # offline data was asked for: say what will still use the network
+        log.warning("%s is set, but these sources have no offline copy and read the network:\n  %s",
+                    DATA_DIR_ENV, "\n  ".join(remote))
     path = ws.root / SOURCES_FILE
     digests = {section: section_digest(values) for section, values in params.items() if isinstance(values, dict)}
     tmp = path.with_suffix(".tmp")
