@@ -1,22 +1,35 @@
 """Pretraining throughput: our DeepSpeed trainer against a bare PyTorch loop, ZeRO 1/2/3 × fp32/bf16, and MFU.
 
-    python benchmarks/pretrain_throughput.py compare [--rounds 3] [--steps 12] [--skip 3] [--threads 1]
-        [--depth 4] [--seq 256] [--micro-batch 8] [--vocab 4096] [--token-dir data/tokenize]
+    python benchmarks/pretrain_throughput.py compare [--rounds 3] [--zero-stages 0 2] [--steps 12] [--skip 3]
+        [--threads 1] [--depth 4] [--seq 256] [--micro-batch 8] [--vocab 4096] [--token-dir data/tokenize]
+    python benchmarks/pretrain_throughput.py loss [--rounds 3] [--seq 8192] [--width 512] [--vocab 32768] [--fp32]
+    python benchmarks/pretrain_throughput.py startup [--tokens 200000000] [--shards 32] [--rounds 3]
     python benchmarks/pretrain_throughput.py zero [--ranks 2] [--steps 6] [--skip 2] [--depth 8] [--micro-batch 2]
     python benchmarks/pretrain_throughput.py mfu [--depths 16 24] [--compile] [--steps 200] [--skip 10]
         [--micro-batch 16] [--seq 2048] [--budget 480] [--out DIR]
 
-compare: one rank, fp32, on this machine's CPU. The trainer is `components.train.run.main` (DeepSpeed ZeRO-2 from
-infra/deepspeed/zero2.json filled by TrainConfig, gradient clipping at 1.0, the engine's loss all-reduce and
+compare: one rank, fp32, on this machine's CPU. The trainer is `components.train.run.main` (DeepSpeed ZeRO-0 and
+ZeRO-2 by default, from infra/deepspeed/zero<N>.json filled by TrainConfig, gradient clipping at 1.0, the engine's loss all-reduce and
 metrics); the bare loop is the same model (build_model, same seed), the same windows (TokenWindows), the same
 loss, torch.optim.AdamW with the same parameter groups and betas, and backward(), step(), zero_grad(): no
 DeepSpeed, no process group, no clipping. Each side is a fresh `torchrun --standalone --nproc_per_node 1`
-process (the same launcher, environment and threads), the sides alternating, --rounds times each. A step's time
+process (the same launcher, environment and threads), the sides rotating, --rounds times each. A step's time
 is the wall clock from the end of the step before to its end (all it costs, metrics included); the first --skip
 steps of a run are warm-up (allocator, kernel selection) and not counted. The table has each run's tokens/s and
 the tokens/s of the median step over all runs of a side. One thread by default (--threads): on a shared
 machine, a second OpenMP thread waits at every parallel region for a core another process holds, and step
 times swing 2-4x.
+
+loss: the LM head and cross-entropy alone, on --seq tokens of random hidden states of --width channels (bf16 as
+in the gpu presets, unless --fp32), forward and backward: the plain loss (the full logits, upcast to fp32) against
+`chunked_token_losses` (the trainer's), each in a fresh process, alternating, --rounds times; the time and the
+peak resident memory above what the process held before the loss (VmHWM, reset through /proc/self/clear_refs)
+of the second of two passes.
+
+startup: the contract check a rank makes at start-up (`require_compatible`), on --tokens synthetic tokens in
+--shards shards, the shards' pages evicted from the page cache before each run (as on a node that did not
+write them): without a recorded verdict (every token read twice and hashed, as before issue 16) and with one
+(`record_verdict`, what the tokenize stage now writes).
 
 zero: --ranks ranks under torchrun (torchrun gives each one thread when there are several), every ZeRO stage in
 fp32 and bf16, once: tokens/s as above and each rank's peak resident memory (VmHWM) at its end.
@@ -204,27 +217,121 @@ def median_rate(runs: list[dict], tokens_per_step: int) -> float:
 
 
 def compare(args, token_dir: Path, work: Path) -> None:
-    runs = {"trainer": [], "bare": []}
+    stages = args.zero_stages or [args.zero_stage]
+    sides = ["bare", *(f"trainer-zero{stage}" for stage in stages)]
+    runs = {side: [] for side in sides}
     tokens_per_step = args.micro_batch * args.seq
     for round_ in range(args.rounds):
-        sides = ["trainer", "bare"] if round_ % 2 == 0 else ["bare", "trainer"]  # no side always goes first
-        for side in sides:
+        order = sides[round_ % len(sides):] + sides[:round_ % len(sides)]  # no side always goes first
+        for side in order:
             ckpt = work / f"{side}-{round_}"
+            stage = int(side.removeprefix("trainer-zero")) if side != "bare" else 2
             config = train_config(token_dir, ckpt, depth=args.depth, seq_len=args.seq,
-                                  micro_batch=args.micro_batch, steps=args.steps,
-                                  zero_stage=2 if args.zero_stage is None else args.zero_stage)
-            launch(side, config, 1, args.threads)
+                                  micro_batch=args.micro_batch, steps=args.steps, zero_stage=stage)
+            launch(side.split("-")[0], config, 1, args.threads)
             runs[side].append(steady(ckpt / "metrics.jsonl", args.skip, tokens_per_step))
             print(f"round {round_ + 1} {side}: {runs[side][-1]['rate']:,.0f} tokens/s", flush=True)
     bare = median_rate(runs["bare"], tokens_per_step)
     print(f"\ndepth {args.depth}, seq {args.seq}, micro-batch {args.micro_batch}, vocab {args.vocab}, fp32, 1 rank, "
-          f"{args.threads} thread(s); steps {args.skip + 1}-{args.steps} of each run timed\n")
+          f"{args.threads} thread(s); steps {args.skip + 1}-{args.steps} of each run timed; load average "
+          f"{os.getloadavg()[0]:.1f} after\n")
     print("| side | tokens/s per round | tokens/s of the median step | ms/step | vs bare |")
     print("|---|---|---:|---:|---:|")
     for side, results in runs.items():
         rate = median_rate(results, tokens_per_step)
         rounds = ", ".join(f"{run['rate']:,.0f}" for run in results)
         print(f"| {side} | {rounds} | {rate:,.0f} | {1000 * tokens_per_step / rate:.0f} | {rate / bare:.3f}x |")
+
+
+# --- the loss alone: plain vs chunked (`pretrain_throughput.py rank loss VARIANT:SEQ:WIDTH:VOCAB:BF16`) ---
+
+def loss_rank(spec: str) -> None:
+    """One variant's loss, forward and backward, twice; prints the second pass's seconds and peak memory."""
+    from components.train.objectives.causal_lm import chunked_token_losses
+
+    die_with_parent()
+    variant, seq, width, vocab, bf16 = spec.split(":")
+    dtype = torch.bfloat16 if bf16 == "1" else torch.float32
+    torch.manual_seed(0)
+    head = torch.nn.Linear(int(width), int(vocab), bias=False, dtype=dtype)
+    hidden = torch.randn(1, int(seq), int(width), dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, int(vocab), (1, int(seq)))
+
+    def plain() -> torch.Tensor:  # the loss before issue 16: the whole logits, then their fp32 copy
+        return F.cross_entropy(head(hidden).float().flatten(0, 1), targets.flatten(), reduction="none")
+
+    losses = plain if variant == "plain" else lambda: chunked_token_losses(head, hidden, targets)
+    for _ in range(2):  # the first pass pays the allocator's and the kernels' first-use costs
+        head.zero_grad(), hidden.grad is not None and hidden.grad.zero_()
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
+        before, began = _memory_mib("VmRSS"), time.perf_counter()
+        loss = losses().mean()
+        loss.backward()
+        seconds = time.perf_counter() - began
+    print(json.dumps({"variant": variant, "seconds": seconds, "peak_mib": _memory_mib("VmHWM") - before,
+                      "loss": loss.item(), "grad_sum": float(head.weight.grad.float().abs().sum())}), flush=True)
+
+
+def loss_table(args, token_dir: Path, work: Path) -> None:
+    spec = f"{args.seq}:{args.width}:{args.vocab}:{0 if args.fp32 else 1}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+    runs = {"plain": [], "chunked": []}
+    for round_ in range(args.rounds):
+        for variant in (["plain", "chunked"] if round_ % 2 == 0 else ["chunked", "plain"]):
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "rank", "loss", f"{variant}:{spec}"],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=True)
+            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {round_ + 1} {variant}: {runs[variant][-1]}", flush=True)
+    logits_gib = args.seq * args.vocab * 4 / 2**30
+    print(f"\nLM head + cross-entropy, forward and backward: {args.seq} tokens, width {args.width}, vocab "
+          f"{args.vocab}, {'fp32' if args.fp32 else 'bf16'}, {args.threads} thread(s) (fp32 logits alone: "
+          f"{logits_gib:.2f} GiB); load average {os.getloadavg()[0]:.1f} after\n")
+    print("| loss | seconds (median) | peak MiB above the inputs (median) | loss | vs plain, time | vs plain, memory |")
+    print("|---|---:|---:|---:|---:|---:|")
+    medians = {v: (statistics.median(r["seconds"] for r in rs), statistics.median(r["peak_mib"] for r in rs))
+               for v, rs in runs.items()}
+    for variant, (seconds, peak) in medians.items():
+        print(f"| {variant} | {seconds:.2f} | {peak:,.0f} | {runs[variant][0]['loss']:.6f} | "
+              f"{seconds / medians['plain'][0]:.2f}x | {peak / medians['plain'][1]:.2f}x |")
+
+
+# --- a rank's start-up contract check, before and after the recorded verdict ---
+
+def startup_table(args, token_dir: Path, work: Path) -> None:
+    from components.tokenize import require_compatible
+    from components.tokenize.contract import VERDICT, check_contract, record_verdict
+
+    manifest = read_manifest(token_dir)
+    size = sum((token_dir / s["name"]).stat().st_size for s in manifest["shards"])
+
+    def timed() -> float:
+        _evict(token_dir)
+        began = time.perf_counter()
+        require_compatible(token_dir, manifest["vocab_size"], manifest["tokenizer_digest"])
+        return time.perf_counter() - began
+
+    (token_dir / VERDICT).unlink(missing_ok=True)
+    before = [timed() for _ in range(args.rounds)]
+    record_verdict(token_dir, check_contract(token_dir, manifest["vocab_size"], manifest["tokenizer_digest"],
+                                             manifest["eot_id"]))
+    after = [timed() for _ in range(args.rounds)]
+    print(f"\n{args.tokens:,} tokens in {len(manifest['shards'])} shards ({size / 2**30:.2f} GiB), page cache "
+          f"evicted before each run; load average {os.getloadavg()[0]:.1f} after\n")
+    print("| a rank's contract check | seconds per run | median |")
+    print("|---|---|---:|")
+    for name, times in (("full (no recorded verdict; every rank before issue 16)", before),
+                        ("recorded verdict + cheap checks", after)):
+        print(f"| {name} | {', '.join(f'{t:.3f}' for t in times)} | {statistics.median(times):.3f} |")
+
+
+def _evict(folder: Path) -> None:
+    """Drop the folder's files from the page cache (their clean pages), so the next read goes to the disk."""
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def zero_table(args, token_dir: Path, work: Path) -> None:
@@ -295,7 +402,9 @@ def _mfu_row(args, token_dir: Path, ckpt: Path, depth: int, compiled: bool, time
 # libraries' code) are what the memory column shows, and fewer sequences, so that six runs take a few minutes;
 # mfu is the gpu preset's shape (params.yaml) with enough tokens that windows rarely repeat in a run.
 DEFAULTS = {"compare": {"steps": 12, "skip": 3, "depth": 4, "micro_batch": 8, "seq": 256, "vocab": 4096,
-                        "tokens": 4_000_000},
+                        "tokens": 4_000_000, "zero_stages": [0, 2]},
+            "loss": {"seq": 8192, "width": 512, "vocab": 32768, "tokens": 100_000},
+            "startup": {"vocab": 32768, "tokens": 200_000_000, "shards": 32},
             "zero": {"steps": 6, "skip": 2, "depth": 8, "micro_batch": 2, "seq": 256, "vocab": 4096,
                      "tokens": 4_000_000},
             "mfu": {"steps": 200, "skip": 10, "micro_batch": 16, "seq": 2048, "vocab": 32768, "tokens": 64_000_000}}
@@ -303,7 +412,7 @@ DEFAULTS = {"compare": {"steps": 12, "skip": 3, "depth": 4, "micro_batch": 8, "s
 
 def main() -> None:
     if sys.argv[1:2] == ["rank"]:  # one rank, started by launch() through torchrun
-        {"trainer": trainer_rank, "bare": bare_rank}[sys.argv[2]](sys.argv[3])
+        {"trainer": trainer_rank, "bare": bare_rank, "loss": loss_rank}[sys.argv[2]](sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=list(DEFAULTS))
@@ -314,31 +423,41 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, help="sequences per rank and step")
     parser.add_argument("--vocab", type=int, help="synthetic shards' vocabulary")
     parser.add_argument("--tokens", type=int, help="synthetic shards' size")
+    parser.add_argument("--shards", type=int, help="synthetic shards' count (default 4; startup 32)")
+    parser.add_argument("--width", type=int, help="loss: the hidden states' channels")
     parser.add_argument("--token-dir", type=Path, help="real token shards instead of synthetic ones")
-    parser.add_argument("--rounds", type=int, default=3, help="compare: runs of each side")
-    parser.add_argument("--threads", type=int, default=1, help="compare: threads of the one rank")
+    parser.add_argument("--rounds", type=int, default=3, help="compare, loss, startup: runs of each side")
+    parser.add_argument("--threads", type=int, default=1, help="compare, loss: threads of the one process")
     parser.add_argument("--ranks", type=int, default=2, help="zero: ranks")
     parser.add_argument("--depths", type=int, nargs="+", default=[16, 24], help="mfu: one run per depth")
     parser.add_argument("--compile", action="store_true", help="mfu: also a torch.compile run per depth")
-    parser.add_argument("--fp32", action="store_true", help="mfu: fp32 instead of bf16")
+    parser.add_argument("--fp32", action="store_true", help="mfu, loss: fp32 instead of bf16")
     parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3],
-                        help="ZeRO stage of the trainer (compare: default 2; mfu: default 1)")
+                        help="ZeRO stage of the trainer (compare: one stage instead of --zero-stages; mfu: default 1)")
+    parser.add_argument("--zero-stages", type=int, nargs="+", choices=[0, 1, 2, 3],
+                        help="compare: the trainer at each of these stages, side by side (default 0 2)")
     parser.add_argument("--budget", type=float, default=480, help="mfu: seconds; no run starts after them")
     parser.add_argument("--out", type=Path, help="mfu: folder for the table and each run's metrics")
     args = parser.parse_args()
+    if args.mode == "compare" and args.zero_stage is not None:
+        args.zero_stages = [args.zero_stage]
     for name, value in DEFAULTS[args.mode].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    args.skip = max(1, args.skip)
+    args.skip = max(1, args.skip or 1)
+    if args.mode == "startup" and args.token_dir:
+        parser.error("startup writes and removes contract.json in its shards' folder: synthetic shards only")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pretrain-bench-"))
     try:
         if args.token_dir:
             args.vocab = read_manifest(args.token_dir)["vocab_size"]
-        token_dir = args.token_dir.resolve() if args.token_dir else write_shards(work / "tokens", args.vocab, args.tokens)
+        token_dir = args.token_dir.resolve() if args.token_dir else write_shards(work / "tokens", args.vocab, args.tokens,
+                                                                                     args.shards or 4)
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before; shards {token_dir}", flush=True)
-        {"compare": compare, "zero": zero_table, "mfu": mfu_table}[args.mode](args, token_dir, work)
+        modes = {"compare": compare, "zero": zero_table, "mfu": mfu_table, "loss": loss_table, "startup": startup_table}
+        modes[args.mode](args, token_dir, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -34,6 +34,10 @@ class ModelParams(StrictModel):
                            "worth it only for small models where the embedding is a large share")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base; larger (500000, Llama 3) for long contexts")
     norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon")
+    depth_scaled_init: bool = Field(
+        False, description="initialise the projections that write into the residual stream (attention out, MLP "
+                           "down) with std 0.02 / sqrt(2 * depth) instead of 0.02 (GPT-2, Megatron): the residual "
+                           "stream's variance at init then stays the same at any depth")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelParams:
@@ -83,7 +87,20 @@ def build_model(params: ModelParams, vocab_size: int, bos_id: int, eos_id: int, 
     config = llama_config(params, vocab_size, bos_id, eos_id, pad_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config)
+        if params.depth_scaled_init:
+            scale_residual_projections(model)
+        return model
+
+
+@torch.no_grad()
+def scale_residual_projections(model: LlamaForCausalLM) -> None:
+    """Redraw each block's attention output and MLP down projections with std initializer_range / sqrt(2L):
+    2L such matrices add into the residual stream, so each writes 1/(2L) of its variance at init."""
+    std = model.config.initializer_range / (2 * model.config.num_hidden_layers) ** 0.5
+    for layer in model.model.layers:
+        for weight in (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight):
+            weight.normal_(0.0, std)
 
 
 def model_params(config: LlamaConfig, seq_len: int | None = None) -> ModelParams:

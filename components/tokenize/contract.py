@@ -10,10 +10,16 @@ Expectations suite checks those columns, and `violations` applies the same rules
   - the manifest's token and document counts equal the contents
   - the tokenizer digest is the one training uses
   - the bytes are the ones the manifest's md5 names
+
+That reads every byte twice and hashes it: the tokenize stage does it once and records the verdict with the
+shards (`record_verdict`: contract.parquet, the table its gate checks, and contract.json, which binds it to the
+manifest's md5). Training, on every rank of every start, then checks only what is cheap (`require_compatible`):
+the manifest against the verdict, the vocabulary and tokenizer, and each shard's dtype and size on disk.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,9 @@ import pandas as pd
 
 from components.storage import file_md5
 from components.tokenize.pack import index_path, token_dtype
+
+log = logging.getLogger(__name__)
+VERDICT, TABLE = "contract.json", "contract.parquet"
 
 COLUMNS = ["name", "split", "dtype", "expected_dtype", "tokens", "manifest_tokens", "documents",
            "manifest_documents", "eot_count", "ends_with_eot", "offsets_valid", "max_id", "vocab_size",
@@ -121,14 +130,76 @@ class ContractError(ValueError):
     """Token shards that a model with this vocabulary and tokenizer must not train on."""
 
 
+def record_verdict(out_dir: Path, table: pd.DataFrame) -> list[str]:
+    """Write the full check's table (contract.parquet) and its verdict (contract.json: the rules broken, and the
+    md5 of the manifest it was made against) beside the shards; returns the broken rules."""
+    out_dir = Path(out_dir)
+    table.to_parquet(out_dir / TABLE, index=False)
+    broken = violations(table)
+    verdict = {"manifest_md5": file_md5(out_dir / "manifest.json"), "violations": broken,
+               "tokenizer_digest": table["expected_digest"].iloc[0] if len(table) else None,
+               "vocab_size": int(table["vocab_size"].iloc[0]) if len(table) else None}
+    (out_dir / VERDICT).write_text(json.dumps(verdict, indent=2) + "\n")
+    return broken
+
+
 def require_compatible(out_dir: Path, vocab_size: int, tokenizer_digest: str) -> dict:
     """What training calls before reading shards: returns the manifest, or refuses with every broken rule
-    (another vocabulary size, another tokenizer, a missing EOT, ...) named with what was expected and found."""
+    (another vocabulary size, another tokenizer, a missing EOT, ...) named with what was expected and found.
+
+    With a verdict recorded for this very manifest (`record_verdict`), only the cheap facts are checked (the
+    manifest's md5, vocabulary and tokenizer, each shard's dtype, size and index on disk: no token is read);
+    without one, the full contract runs."""
+    out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    problems = violations(check_contract(out_dir, vocab_size, tokenizer_digest, manifest["eot_id"]))
+    verdict = _recorded_verdict(out_dir)
+    if verdict is None:
+        log.info("no recorded contract verdict for %s: checking every shard (reads all tokens)", out_dir)
+        problems = violations(check_contract(out_dir, vocab_size, tokenizer_digest, manifest["eot_id"]))
+    else:
+        problems = [f"recorded verdict ({VERDICT}): {message}" for message in verdict["violations"]]
+        problems += _cheap_violations(out_dir, manifest, vocab_size, tokenizer_digest)
     if manifest["vocab_size"] != vocab_size:
         problems.insert(0, f"manifest: the shards were made with a {manifest['vocab_size']}-token vocabulary, "
                            f"the model has {vocab_size}")
     if problems:
         raise ContractError(f"refusing the token shards in {out_dir}:\n  " + "\n  ".join(problems))
     return manifest
+
+
+def _recorded_verdict(out_dir: Path) -> dict | None:
+    """The verdict recorded for the manifest as it is now; None when there is none or the manifest changed
+    since (then only the full check can vouch for the shards)."""
+    path = out_dir / VERDICT
+    if not path.exists():
+        return None
+    verdict = json.loads(path.read_text())
+    if verdict.get("manifest_md5") != file_md5(out_dir / "manifest.json"):
+        log.warning("%s was recorded for another manifest.json: checking every shard", path)
+        return None
+    return verdict
+
+
+def _cheap_violations(out_dir: Path, manifest: dict, vocab_size: int, tokenizer_digest: str) -> list[str]:
+    """The rules that need no token read: tokenizer digest, dtype, and every listed shard and index present
+    with the size the manifest's counts give (a truncated copy, a shard from another run, a missing index)."""
+    problems = []
+    if manifest.get("tokenizer_digest") != tokenizer_digest:
+        problems.append(f"manifest: rule 'tokenizer digest': expected {tokenizer_digest}, found "
+                        f"{manifest.get('tokenizer_digest')}")
+    expected_dtype = token_dtype(vocab_size)
+    for shard in manifest["shards"]:
+        name, dtype = shard["name"], _shard_dtype(manifest, shard["name"])
+        path, index = out_dir / name, index_path(out_dir / name)
+        if dtype != expected_dtype:
+            problems.append(f"{name}: rule 'dtype': expected {expected_dtype.name}, found {dtype.name}")
+        size = path.stat().st_size if path.exists() else None
+        if size != shard["tokens"] * dtype.itemsize:
+            problems.append(f"{name}: rule 'size': expected {shard['tokens'] * dtype.itemsize} bytes "
+                            f"({shard['tokens']} tokens, manifest), found {'no file' if size is None else size}")
+        # the index's length from its .npy header alone: documents + 1 offsets
+        offsets = np.load(index, mmap_mode="r") if index.exists() else None
+        if offsets is None or len(offsets) != shard["documents"] + 1:
+            problems.append(f"{name}: rule 'index': expected {shard['documents'] + 1} offsets, found "
+                            f"{'no index' if offsets is None else len(offsets)}")
+    return problems

@@ -1,9 +1,14 @@
-"""Training batches from token shards: random windows whose position is just the step number.
+"""Training batches from token shards: non-overlapping windows, each visited once per epoch, whose position is
+just the step number.
 
 The shards of a split are memory-mapped and read as one long stream (documents already end with the EOT, so
-a window may span documents, as in GPT-2/nanochat pretraining). A batch is a pure function of
+a window may span documents, as in GPT-2/nanochat pretraining). The stream is cut into windows of
+`seq_len + 1` ids that share only their edge id (the last target of one is the first input of the next);
+`EpochSampler` deals them in a seeded order per epoch by global sample index. A batch is a pure function of
 (seed, step, micro, rank): there is no loader state to save, and a resumed run reads exactly the windows the
-uninterrupted run would have read.
+uninterrupted run would have read. The samples of a step depend on the global batch size only, not on how it is
+split into ranks and micro-batches, so a run resumed on another world size (same global batch) trains on the
+same windows at the same steps.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import numpy as np
 import torch
 
 from components.tokenize import open_shard, read_manifest
+from components.train.objectives.sampling import EpochSampler
 
 
 def split_shards(token_dir: Path, split: str) -> list[Path]:
@@ -45,23 +51,21 @@ class TokenStream:
 
 
 class TokenWindows:
-    """`batch(step, micro)`: `micro_batch` windows of `seq_len + 1` ids (inputs and the next-token targets)."""
+    """`batch(step, micro)`: this rank's `micro_batch` windows of `seq_len + 1` ids (inputs and the next-token
+    targets) of micro-batch `micro` of optimizer step `step`."""
 
     def __init__(self, shards: list[Path], seq_len: int, micro_batch: int, seed: int, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, grad_accum: int = 1):
         self.stream = TokenStream(shards)
-        self.window = seq_len + 1
-        if self.stream.size < self.window:
+        self.seq_len, self.window = seq_len, seq_len + 1
+        self.count = (self.stream.size - 1) // seq_len  # windows that fit; the stream's tail (< seq_len) is unused
+        if self.count < 1:
             raise ValueError(f"{self.stream.size} tokens cannot fill one window of {self.window}")
-        self.micro_batch, self.seed, self.rank, self.world = micro_batch, seed, rank, world
+        self.rank = rank
+        self.sampler = EpochSampler(self.count, seed, micro_batch, grad_accum, world)
 
     def starts(self, step: int, micro: int) -> np.ndarray:
-        # One generator per (seed, step, micro), the same on every rank: it draws the whole data-parallel
-        # batch, and each rank takes every world-th row of it. Ranks never take the same sample, and nothing
-        # depends on what was drawn before.
-        rng = np.random.default_rng([self.seed, step, micro])
-        every = rng.integers(0, self.stream.size - self.window + 1, size=self.micro_batch * self.world)
-        return every[self.rank::self.world]
+        return self.sampler.batch(step, micro, self.rank) * self.seq_len
 
     def batch(self, step: int, micro: int) -> torch.Tensor:
         rows = [self.stream.read(int(start), self.window) for start in self.starts(step, micro)]

@@ -11,8 +11,13 @@ So a run killed at any moment resumes from its latest complete checkpoint with t
 had uninterrupted.
 
 Checkpoints are `ckpt_dir/step-N/` (DeepSpeed's layout); `ckpt_dir/latest` names the newest complete one and
-is replaced atomically only after every rank has finished writing, so a crash mid-save leaves the previous
-checkpoint in charge.
+is replaced atomically (and the folder fsynced) only after every rank has finished writing, so a crash mid-save
+leaves the previous checkpoint in charge. A batch depends on the global batch size, not on the number of ranks
+(samples are drawn by global sample index), so a checkpoint written by N ranks resumes on M ranks with the same
+global batch: it is converted to DeepSpeed's universal checkpoint first (`_reshard_latest`).
+
+The critical path waits for the device only on logged and checkpointed steps: the next micro-batch is read and
+copied ahead on a worker thread (`_Prefetched`), and the loss is reduced over ranks only for a metrics row.
 """
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ import os
 import re
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import deepspeed
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from components.model import flops_per_token
 from components.train.mfu import mfu, peak_flops
@@ -36,9 +43,10 @@ from components.train.params import TrainConfig
 from components.train.schedule import lr_at
 
 LATEST = "latest"  # the marker's name is DeepSpeed's own, so `load_checkpoint(dir)` finds it too
+SHAPE = "shape.json"  # in each step-N folder: the number of ranks and the global batch that wrote it
 
 
-def deepspeed_config(cfg: TrainConfig, world: int) -> dict:
+def deepspeed_config(cfg: TrainConfig, world: int, load_universal: bool = False) -> dict:
     """`cfg.deepspeed` (a template from infra/deepspeed/) with its "auto" values filled from `cfg`: the batch
     sizes, clipping, precision and ZeRO stage always come from the params, the rest (bucket sizes, overlap,
     offload) from the template. Recorded next to the checkpoints."""
@@ -53,6 +61,8 @@ def deepspeed_config(cfg: TrainConfig, world: int) -> dict:
         "steps_per_print": 10**9,  # progress goes through on_metrics, not DeepSpeed's logger
     })
     config.setdefault("wall_clock_breakdown", False)
+    if load_universal:  # resuming a checkpoint written by another number of ranks (`_reshard_latest`)
+        config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
     unfilled = [key for key, value in _walk(config) if value == "auto"]
     if unfilled:
         raise ValueError(f"DeepSpeed config keys left at 'auto' that no parameter fills: {', '.join(unfilled)}; "
@@ -72,29 +82,35 @@ def train(cfg: TrainConfig) -> dict:
     objective = objective_for(cfg)  # checks the data against the tokenizer before anything else is spent
     deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name())
     rank, world = dist.get_rank(), dist.get_world_size()
-    engine = _engine(cfg, world, objective.build_model())
+    universal = _reshard_latest(cfg, world)
+    engine = _engine(cfg, world, objective, load_universal=universal is not None)
     if rank == 0:
         cfg.ckpt_dir.mkdir(parents=True, exist_ok=True)
         (cfg.ckpt_dir / "ds_config.json").write_text(json.dumps(deepspeed_config(cfg, world), indent=2) + "\n")
     if hasattr(objective, "attach"):  # an objective whose batches come from the model being trained (PPO)
         objective.attach(engine, lambda value: _mean_over_ranks(value, engine.device))
-    start, tokens, state = _resume(engine, cfg.ckpt_dir)
+    start, tokens, state = _resume(engine, cfg.ckpt_dir, universal)
     if state is not None:
         objective.load_state_dict(state)
-    batches = objective.train_batches(rank, world)
+    batches = _prefetched(objective, rank, world, engine.device, cfg.grad_accum)
     flops = flops_per_token(engine.module.config, cfg.model.seq_len)["train"]
     peak = cfg.peak_flops or peak_flops(engine.device, cfg.bf16)[0]
-    loss, val = None, {}
+    loss, val, unreduced_tokens = None, {}, 0
     for step in range(start, cfg.steps):  # 0-based; step-N checkpoints hold N finished steps
         began = time.perf_counter()
         lr = _set_lr(engine, cfg, step)
-        stats = _train_step(engine, objective, batches, step, cfg.grad_accum)
-        loss, done = stats.pop("loss"), step + 1
-        step_tokens = int(stats.pop("tokens"))
-        tokens += step_tokens
+        sums, step_tokens = _train_step(engine, objective, batches, step, cfg.grad_accum)
+        unreduced_tokens += step_tokens
+        done = step + 1
+        logging = done % cfg.log_every == 0 or done == cfg.steps
+        saving = done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0)
         row = {}
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            tokens_per_s = step_tokens / (time.perf_counter() - began)
+        if logging or saving:  # the only steps that wait for the device and the other ranks
+            stats, all_tokens = _reduce(sums, [step_tokens, unreduced_tokens], engine.device, cfg.grad_accum)
+            tokens, unreduced_tokens = tokens + int(all_tokens[1]), 0
+            loss = stats.pop("loss")
+        if logging:
+            tokens_per_s = all_tokens[0] / (time.perf_counter() - began)
             row = {"loss": loss, "lr": lr, "grad_norm": _grad_norm(engine), "tokens_per_s": tokens_per_s,
                    "mfu": mfu(flops, tokens_per_s, world, peak), **stats}
         if cfg.val_batches and (done == cfg.steps or (cfg.val_every and done % cfg.val_every == 0)):
@@ -102,25 +118,51 @@ def train(cfg: TrainConfig) -> dict:
             row |= val
         if rank == 0 and cfg.on_metrics and row:
             cfg.on_metrics({"step": done, **row})
-        if done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
+        if saving:
             save(engine, cfg.ckpt_dir, done, cfg.keep_last, tokens, _objective_state(objective))
         if cfg.step_pause_s:
             time.sleep(cfg.step_pause_s)
+    batches.close()
     if cfg.val_batches and not val:  # resumed after the last step: nothing trained, still report validation
         val = _validate(engine, objective, rank, world)
     return {"steps": cfg.steps, "resumed_from": start, "final_loss": loss, **val, "tokens": tokens,
             "world": world, "peak_flops": peak, "train_flops_per_token": flops, "ckpt_dir": str(cfg.ckpt_dir)}
 
 
-def _engine(cfg: TrainConfig, world: int, model):
+def _engine(cfg: TrainConfig, world: int, objective, load_universal: bool = False):
+    model = _built(objective)
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable()
-    fused = {"fused": True} if torch.cuda.is_available() else {}  # one kernel for all tensors; CPU has none
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), **fused)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, world))
-    if cfg.compile:
-        engine.compile()
+    if cfg.compile and cfg.zero_stage < 3:
+        compile_blocks(model)
+    # fused: one kernel for all of a group's tensors, on CPU too (torch ≥ 2.4); on one CPU rank at ZeRO-2 the
+    # default for-each AdamW cost 24 ms of a 0.9 s step (benchmarks/RESULTS.md)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                      config=deepspeed_config(cfg, world, load_universal))
+    if cfg.compile and cfg.zero_stage == 3:
+        engine.compile()  # DeepSpeed's own backend knows ZeRO-3's parameter gathering hooks
     return engine
+
+
+def _built(objective):
+    """The objective's model, its weights made directly on the accelerator when there is one: building an 8B
+    model in fp32 on the host first would take 32 GB of host memory per rank."""
+    if not torch.cuda.is_available():
+        return objective.build_model()
+    with torch.device(get_accelerator().current_device_name()):
+        return objective.build_model()
+
+
+def compile_blocks(model) -> list[torch.nn.Module]:
+    """`torch.compile` each decoder block in place (torchtitan's way), not the whole model: the causal mask is
+    made eagerly outside the blocks, where transformers hands SDPA `is_causal` and no T×T mask (which would
+    rule out the flash kernel), and each block's gradients are ready for reduction as soon as its backward
+    ends. In place, so parameter names (checkpoints, export) do not change. Returns the blocks compiled."""
+    blocks = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    for block in blocks:
+        block.compile()
+    return blocks
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
@@ -137,17 +179,57 @@ def _set_lr(engine, cfg: TrainConfig, step: int) -> float:
     return lr
 
 
+class _Prefetched:
+    """`batches(step, micro)` on the device, the next micro-batch already read, pinned and on its way on a
+    worker thread while this one trains: reading windows from the memory-mapped shards and a blocking copy
+    from pageable memory leave the critical path. Asked in order (the training loop's); any other request is
+    read directly. Objectives whose batches depend on the model being trained (PPO: `attach`) are read
+    directly, never ahead."""
+
+    def __init__(self, batches, device, grad_accum: int, ahead: bool):
+        self.batches, self.device, self.grad_accum = batches, torch.device(device), grad_accum
+        self.pin = self.device.type == "cuda"
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") if ahead else None
+        self.pending: tuple[tuple[int, int], Future] | None = None
+
+    def __call__(self, step: int, micro: int) -> tuple[dict, dict]:
+        """(the batch as the objective made it, the same on the device)."""
+        key = (step, micro)
+        if self.pending is not None and self.pending[0] == key:
+            batch = self.pending[1].result()
+        else:
+            batch = self._read(key)
+        if self.pool is not None:
+            following = (step, micro + 1) if micro + 1 < self.grad_accum else (step + 1, 0)
+            self.pending = (following, self.pool.submit(self._read, following))
+        return batch, {name: value.to(self.device, non_blocking=self.pin) for name, value in batch.items()}
+
+    def _read(self, key: tuple[int, int]) -> dict:
+        batch = self.batches(*key)
+        if not self.pin:
+            return batch
+        return {name: value.pin_memory() if value.device.type == "cpu" else value for name, value in batch.items()}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _prefetched(objective, rank: int, world: int, device, grad_accum: int) -> _Prefetched:
+    return _Prefetched(objective.train_batches(rank, world), device, grad_accum, ahead=not hasattr(objective, "attach"))
+
+
 def _to(batch: dict, device) -> dict:
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def _train_step(engine, objective, batches, step: int, grad_accum: int) -> dict[str, float]:
-    """One optimizer step. Returns the loss and the objective's metrics averaged over micro-batches and ranks,
-    and the tokens trained on by all ranks (every rank gets the same numbers)."""
+def _train_step(engine, objective, batches, step: int, grad_accum: int) -> tuple[dict[str, torch.Tensor], int]:
+    """One optimizer step. Returns the loss and the objective's metrics summed over micro-batches, on the
+    device and not yet reduced over ranks (no wait for the device here), and this rank's tokens."""
     sums, tokens = None, 0
     for micro in range(grad_accum):
-        batch = batches(step, micro)
-        loss, metrics = objective.loss(engine, _to(batch, engine.device))
+        batch, on_device = batches(step, micro)
+        loss, metrics = objective.loss(engine, on_device)
         engine.backward(loss)  # DeepSpeed divides by grad_accum itself
         engine.step()  # only steps the optimizer at the accumulation boundary
         values = {"loss": loss.detach(), **metrics}
@@ -156,12 +238,19 @@ def _train_step(engine, objective, batches, step: int, grad_accum: int) -> dict[
         for key, value in values.items():
             sums[key] += value.double()
         tokens += objective.tokens(batch)
+    return sums, tokens
+
+
+def _reduce(sums: dict[str, torch.Tensor], counts: list[int], device, grad_accum: int) -> tuple[dict, list[float]]:
+    """The step's metrics averaged over micro-batches and ranks, and `counts` summed over ranks: one
+    all-reduce, one copy to the host (every rank gets the same numbers)."""
     names = list(sums)
-    reduced = torch.stack([sums[key] for key in names] + [torch.tensor(float(tokens), dtype=torch.float64,
-                                                                       device=engine.device)])
+    reduced = torch.cat([torch.stack([sums[key] for key in names]),
+                         torch.tensor(counts, dtype=torch.float64, device=device)])
     dist.all_reduce(reduced)
-    stats = {key: value / (grad_accum * dist.get_world_size()) for key, value in zip(names, reduced.tolist())}
-    return stats | {"tokens": reduced[-1].item()}
+    values = reduced.tolist()
+    world = dist.get_world_size()
+    return {key: value / (grad_accum * world) for key, value in zip(names, values)}, values[len(names):]
 
 
 def _mean_over_ranks(value: float, device) -> float:
@@ -202,6 +291,9 @@ def save(engine, ckpt_dir: Path, step: int, keep_last: int, tokens: int = 0, obj
     tag = f"step-{step}"
     client_state = {"step": step, "tokens": tokens, "objective": objective_state}
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+    if dist.get_rank() == 0:  # what a resume on another number of ranks must know before it builds its engine
+        shape = {"world": dist.get_world_size(), "global_batch": engine.train_batch_size()}
+        (ckpt_dir / tag / SHAPE).write_text(json.dumps(shape) + "\n")
     dist.barrier()  # every rank's shards are on disk before the marker may name them
     if dist.get_rank() == 0:
         _write_atomic(ckpt_dir / LATEST, tag)
@@ -217,6 +309,11 @@ def _write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)  # readers see the old marker or the new one, never half of one
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:  # the rename itself is durable only once the folder's entry is on disk (a power cut may undo it)
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def checkpoints(ckpt_dir: Path) -> list[int]:
@@ -232,13 +329,58 @@ def latest_step(ckpt_dir: Path) -> int | None:
     return int(marker.read_text().strip().removeprefix("step-"))
 
 
-def _resume(engine, ckpt_dir: Path) -> tuple[int, int, dict | None]:
-    """Load the newest complete checkpoint; returns the steps already done, the tokens they trained on and the
-    objective's saved state ((0, 0, None) for a fresh run)."""
+def _resume(engine, ckpt_dir: Path, universal: str | None = None) -> tuple[int, int, dict | None]:
+    """Load the newest complete checkpoint (from its universal form `universal` when it was written by another
+    number of ranks); returns the steps already done, the tokens they trained on and the objective's saved
+    state ((0, 0, None) for a fresh run)."""
     step = latest_step(ckpt_dir)
     if step is None:
         return 0, 0, None
-    path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=f"step-{step}")
+    path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=universal or f"step-{step}")
     if path is None:
         raise RuntimeError(f"{ckpt_dir / LATEST} names step-{step}, which could not be loaded")
+    if universal:
+        dist.barrier()  # every rank has read it
+        if dist.get_rank() == 0:
+            shutil.rmtree(ckpt_dir / universal, ignore_errors=True)
     return int(client_state["step"]), int(client_state.get("tokens", 0)), client_state.get("objective")
+
+
+def _reshard_latest(cfg: TrainConfig, world: int) -> str | None:
+    """When the newest checkpoint was written by another number of ranks (a node lost, or added): rank 0
+    converts it to DeepSpeed's universal checkpoint (every parameter's fp32 weights and optimizer moments
+    whole, `ds_to_universal`), which any number of ranks can load; returns its tag. None when no conversion
+    is needed: no checkpoint, the same ranks, or ZeRO-0 (nothing sharded). The global batch must stay the
+    same: the batches of a step are drawn by global sample index, so the run then continues the same data
+    order and the same loss curve."""
+    step = latest_step(cfg.ckpt_dir)
+    if step is None or not (cfg.ckpt_dir / f"step-{step}" / SHAPE).exists():  # none, or saved before shapes were
+        return None
+    shape = json.loads((cfg.ckpt_dir / f"step-{step}" / SHAPE).read_text())
+    global_batch = cfg.micro_batch * cfg.grad_accum * world
+    if shape["world"] == world:
+        return None
+    if shape["global_batch"] != global_batch:
+        raise ValueError(f"checkpoint step-{step} in {cfg.ckpt_dir} was written by {shape['world']} rank(s) with a "
+                         f"global batch of {shape['global_batch']}; these {world} rank(s) make {global_batch} "
+                         f"(micro_batch {cfg.micro_batch} × grad_accum {cfg.grad_accum} × {world}): choose micro_batch "
+                         f"and grad_accum with micro_batch × grad_accum = {shape['global_batch'] / world:g} to resume it")
+    if cfg.zero_stage == 0:
+        return None
+    universal = f"step-{step}-universal"
+    if dist.get_rank() == 0 and not (cfg.ckpt_dir / universal).exists():
+        _to_universal(cfg.ckpt_dir / f"step-{step}", cfg.ckpt_dir / universal)
+    dist.barrier()
+    return universal
+
+
+def _to_universal(source: Path, target: Path) -> None:
+    from argparse import Namespace
+
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+    partial = target.with_name(target.name + ".partial")  # a crash mid-conversion leaves no half-made target
+    shutil.rmtree(partial, ignore_errors=True)
+    ds_to_universal(Namespace(input_folder=str(source), output_folder=str(partial), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=False))
+    os.replace(partial, target)

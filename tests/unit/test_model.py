@@ -81,6 +81,20 @@ def test_build_is_seeded_and_leaves_global_rng_alone():
     assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
 
 
+def test_depth_scaled_init_shrinks_only_the_residual_projections():
+    depth = 8
+    plain = build_model(tiny(depth=depth, aspect_ratio=16), VOCAB, BOS, EOS, PAD, seed=7)
+    scaled = build_model(tiny(depth=depth, aspect_ratio=16, depth_scaled_init=True), VOCAB, BOS, EOS, PAD, seed=7)
+    expected_std = plain.config.initializer_range / (2 * depth) ** 0.5
+    for name, weight in scaled.named_parameters():
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            assert weight.std().item() == pytest.approx(expected_std, rel=0.1), name
+        else:  # everything else drawn as before, from the same seed
+            assert torch.equal(weight, dict(plain.named_parameters())[name]), name
+    again = build_model(tiny(depth=depth, aspect_ratio=16, depth_scaled_init=True), VOCAB, BOS, EOS, PAD, seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(scaled.parameters(), again.parameters()))
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_parameter_count_matches_the_built_model(tie):
     model = build_model(tiny(tie_embeddings=tie, kv_heads_ratio=2), VOCAB, BOS, EOS, PAD)

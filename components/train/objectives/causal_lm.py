@@ -1,13 +1,19 @@
 """Pretraining's objective: next-token cross-entropy on windows of the token shards.
 
-Batches are random windows that are a pure function of (seed, step, micro, rank) (`TokenWindows`); during the
-WSD decay they come from the anneal split when there is one. Validation scores the same windows of the val
-split every time and reports mean nats per token and, with the tokenizer's byte lengths, bits per byte.
+Batches are windows of the token stream, each once per epoch in a seeded order, a pure function of
+(seed, step, micro, rank) (`TokenWindows`); during the WSD decay they come from the anneal split when there is
+one. Validation scores the same windows of the val split every time and reports mean nats per token and, with
+the tokenizer's byte lengths, bits per byte.
+
+The loss never holds the whole (tokens × vocabulary) logits: the LM head and the cross-entropy run on chunks of
+tokens, each recomputed in the backward pass (`chunked_token_losses`). At the gpu presets' 32k tokens per
+micro-batch and 32k vocabulary the full fp32 logits would be 4 GiB, plus their bf16 copy and gradient.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from components.model import build_model as build_llama
 from components.tokenize import require_compatible
@@ -17,12 +23,48 @@ from components.train.params import TrainConfig
 from components.train.schedule import in_decay
 
 
-def token_losses(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every next-token prediction in `input_ids`, shape (rows, seq_len - 1)."""
-    logits = model(input_ids=input_ids[:, :-1], use_cache=False).logits
+# Logits elements per chunk: 2^26 fp32 values are 256 MiB, i.e. 2,048 tokens at a 32k vocabulary; the head's
+# matmul per chunk (2048 × width × 32k) is still large enough to keep a GPU's tensor cores busy.
+CHUNK_ELEMENTS = 2**26
+
+
+def token_losses(model, input_ids: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """Cross-entropy of every next-token prediction in `input_ids`, shape (rows, seq_len - 1).
+
+    `model` is the HF model or the DeepSpeed engine around it: the forward goes through it whole (ZeRO-3's
+    hooks, the engine's bookkeeping) but keeps no logits, and returns the final hidden states."""
+    out = model(input_ids=input_ids[:, :-1], use_cache=False, output_hidden_states=True,
+                # an empty index: the HF head computes no logits; they are made per chunk below
+                logits_to_keep=torch.empty(0, dtype=torch.long, device=input_ids.device))
+    head = _module(model).get_output_embeddings()
+    return chunked_token_losses(head, out.hidden_states[-1], input_ids[:, 1:], chunk_elements)
+
+
+def chunked_token_losses(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                         chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """`cross_entropy(head(hidden).float(), targets)` per token, without ever holding more than
+    `chunk_elements` logits: each chunk's logits are made, scored and dropped, and made again in the backward
+    pass (activation checkpointing of the head: +1 head forward, i.e. ~1/3 more head FLOPs, for O(chunk)
+    instead of O(tokens × vocab) memory). When all the logits fit in one chunk (the tiny CPU runs) it is the
+    plain loss."""
+    flat_hidden, flat_targets = hidden.flatten(0, 1), targets.flatten()
+    rows = max(1, chunk_elements // head.out_features)
+    if len(flat_targets) <= rows:  # one chunk: recomputing it would save nothing
+        return _head_losses(head, flat_hidden, flat_targets).view(targets.shape)
+    recompute = torch.is_grad_enabled()
+    losses = [checkpoint(_head_losses, head, h, t, use_reentrant=False) if recompute else _head_losses(head, h, t)
+              for h, t in zip(flat_hidden.split(rows), flat_targets.split(rows))]
+    return torch.cat(losses).view(targets.shape)
+
+
+def _head_losses(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     # in float32 even under bf16: a log-softmax over the vocabulary in bf16 loses the small probabilities
-    return F.cross_entropy(logits.float().flatten(0, 1), input_ids[:, 1:].flatten(), reduction="none").view(
-        input_ids.shape[0], -1)
+    return F.cross_entropy(head(hidden).float(), targets, reduction="none")
+
+
+def _module(model):
+    """The HF model inside a DeepSpeed engine (or the model itself)."""
+    return getattr(model, "module", model)
 
 
 def build_model(cfg: TrainConfig):
@@ -46,7 +88,7 @@ class Objective:
 
         def windows(split: str) -> TokenWindows:
             return TokenWindows(split_shards(cfg.token_dir, split), cfg.model.seq_len, cfg.micro_batch, cfg.seed,
-                                rank, world)
+                                rank, world, cfg.grad_accum)
 
         train = windows("train")
         anneal = windows("anneal") if split_shards(cfg.token_dir, "anneal") else train
@@ -74,11 +116,13 @@ class Objective:
     def val_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
         input_ids = batch["input_ids"]
         losses = token_losses(model, input_ids).double()
-        sums = {"loss": losses.sum(), "tokens": torch.tensor(float(losses.numel()), dtype=torch.float64)}
+        sums = {"loss": losses.sum(), "tokens": torch.tensor(float(losses.numel()), dtype=torch.float64,
+                                                                    device=losses.device)}
         if self.byte_table is not None:
             n_bytes = self.byte_table.to(input_ids.device)[input_ids[:, 1:]]
             # special tokens stand for no text: their loss is left out of bits per byte (as nanochat does)
-            sums |= {"text_loss": losses[n_bytes > 0].sum(), "bytes": n_bytes.sum().double()}
+            # a product, not `losses[n_bytes > 0]`: boolean indexing waits for the device to count the rows
+            sums |= {"text_loss": (losses * (n_bytes > 0)).sum(), "bytes": n_bytes.sum().double()}
         return sums
 
     def val_metrics(self, sums: dict[str, float]) -> dict[str, float]:
