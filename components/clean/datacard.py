@@ -9,8 +9,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-STEP_ORDER = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii",
-              "dedup", "quality"]
+STEP_ORDER = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "c4_badwords", "fineweb",
+              "pii", "dedup", "quality"]
 
 
 def write_datacard(summary: dict, docs: pd.DataFrame, out: Path) -> list[str]:

@@ -5,8 +5,8 @@ from components.clean.dedup import DedupParams
 from components.clean.doc import Filter
 from components.clean.executor import ExecutorParams
 from components.clean.extract import Extract, ExtractParams
-from components.clean.heuristics import (C4Quality, C4QualityParams, FineWebQuality, FineWebQualityParams,
-                                         GopherQuality, GopherQualityParams, GopherRepetition,
+from components.clean.heuristics import (C4BadWords, C4BadWordsParams, C4Quality, C4QualityParams, FineWebQuality,
+                                         FineWebQualityParams, GopherQuality, GopherQualityParams, GopherRepetition,
                                          GopherRepetitionParams)
 from components.clean.langid import LanguageId, LanguageIdParams
 from components.clean.pii import PiiParams, PiiScrubber
@@ -22,6 +22,7 @@ class CleanParams(StrictModel):
     gopher_repetition: GopherRepetitionParams = GopherRepetitionParams()
     gopher_quality: GopherQualityParams = GopherQualityParams()
     c4: C4QualityParams = C4QualityParams()
+    c4_badwords: C4BadWordsParams = C4BadWordsParams()
     fineweb: FineWebQualityParams = FineWebQualityParams()
     pii: PiiParams = PiiParams()
     dedup: DedupParams = DedupParams()
@@ -30,9 +31,11 @@ class CleanParams(StrictModel):
 
 
 def build_filters(params: CleanParams) -> list[Filter]:
-    """The per-document steps in run order (the cheap URL check first; repetition before quality, as FineWeb);
+    """The per-document steps in run order (the cheap URL check first; repetition before quality, as FineWeb; bad
+    words after C4's line rules and the language step, as in C4);
     a step whose `enabled` is false is left out."""
     steps = [(UrlFilter, params.url), (Extract, params.extract), (LanguageId, params.language),
              (GopherRepetition, params.gopher_repetition), (GopherQuality, params.gopher_quality),
-             (C4Quality, params.c4), (FineWebQuality, params.fineweb), (PiiScrubber, params.pii)]
+             (C4Quality, params.c4), (C4BadWords, params.c4_badwords), (FineWebQuality, params.fineweb),
+             (PiiScrubber, params.pii)]
     return [step(p) for step, p in steps if getattr(p, "enabled", True)]

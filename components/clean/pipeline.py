@@ -1,7 +1,7 @@
 """The clean stage: crawl records → extracted, filtered, scrubbed, deduplicated, scored documents.
 
 Passes over the shards alternate with small global steps, so the same code runs on one machine or many:
-  1. per shard  url → extract → language → gopher_repetition → gopher_quality → c4 → fineweb → pii,
+  1. per shard  url → extract → language → gopher_repetition → gopher_quality → c4 → c4_badwords → fineweb → pii,
                 plus each survivor's dedup keys (16 bytes + a MinHash signature)
   2. global     duplicates across all shards, from the keys alone; the quality classifier, trained on
                 curated positives against a random sample of crawl documents

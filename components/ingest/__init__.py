@@ -1,4 +1,4 @@
-"""Crawl ingest: WARC files in, HTTP-200 HTML responses out as Parquet shards plus a manifest."""
+"""Crawl ingest: WARC files (and saved HTML pages) in, HTTP-200 HTML responses out as Parquet shards plus a manifest."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from components.ingest.html import is_html_file, read_html_file
 from components.ingest.params import CrawlParams, Source
 from components.ingest.sources import SourceNotFound, expand_source, open_source
 from components.ingest.warc import Skip, read_warc
@@ -43,10 +44,11 @@ def ingest(params: CrawlParams, out_dir: Path, *, progress: bool = True) -> dict
 
 
 def _ingest_file(url: str, params: CrawlParams, writer: ShardWriter, bar: tqdm) -> dict:
-    """Read one WARC file into the writer, stopping (and closing the stream) once max_records are kept."""
+    """Read one WARC (or HTML) file into the writer, stopping (and closing the stream) once max_records are kept."""
     entry = {"url": url, "records_read": 0, "kept": 0, "html_bytes": 0, "skipped": Counter(), "error": None}
+    read_records = read_html_file if is_html_file(url) else read_warc
     with open_source(url, params.s3) as stream:
-        for item in read_warc(stream, params):
+        for item in read_records(stream, params):
             if isinstance(item, Skip):
                 entry["skipped"][item.reason] += 1
                 entry["records_read"] += item.error is None  # a file-level error is not a record

@@ -9,9 +9,10 @@ from components.params import StrictModel
 
 
 class Source(StrictModel):
-    """One place to read WARC files from.
+    """One place to read WARC files (or saved HTML pages: .html, .htm, .xhtml, gzipped or not) from.
 
-    `uri` is a local path or glob, `s3://bucket/prefix/*.warc.gz`, `https://...`, or
+    `uri` is a local path, folder (its WARC and HTML files, recursively) or glob, `s3://bucket/prefix/*.warc.gz`,
+    another fsspec URL (`github://org:repo@commit/folder`), `https://...`, or
     `commoncrawl://CC-MAIN-2024-22` (the crawl's warc.paths.gz is read and its first files streamed).
     `offline` is the same data as a path relative to LLM_LIFECYCLE_DATA_DIR, for machines without internet.
     """

@@ -1,7 +1,8 @@
 """Expand source URIs into concrete file URLs, and open those as sequential byte streams.
 
-Local paths and globs, `s3://` keys and globs (s3fs through fsspec), single `https://` files and
-`commoncrawl://CRAWL-ID`. Remote files are streamed, never downloaded whole.
+Local paths, folders and globs, `s3://` keys and globs (s3fs through fsspec; any other fsspec protocol such as
+`github://org:repo@commit/path` too), single `https://` files and `commoncrawl://CRAWL-ID`. A folder stands for
+the WARC and HTML files below it. Remote files are streamed, never downloaded whole.
 
 HTTP uses urllib rather than fsspec's aiohttp filesystem: aiohttp's default 5-minute total timeout would
 cut a slow 1 GB Common Crawl download, and fsspec reports every failed open (refused, 500, 404) as
@@ -47,12 +48,21 @@ def expand_source(source: Source, params: CrawlParams) -> list[str]:
     fs, path = fsspec.core.url_to_fs(uri, **_storage_options(uri, params.s3))
     if any(char in path for char in "*?["):
         paths = sorted(fs.glob(path))
+    elif fs.isdir(path):  # every WARC and HTML file below it; other files (licences, indexes) are not records
+        paths = sorted(p for p in fs.find(path) if is_record_file(p))
     else:
         paths = [path] if fs.isfile(path) else []
     if not paths:
         raise SourceNotFound(f"no file matches {uri!r}: check the path or glob, the bucket and the credentials")
-    protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
-    return [protocol + p for p in paths]
+    # What the filesystem drops from the URI to get its paths (s3://; github://org:repo@commit/), put back
+    prefix = uri[: len(uri) - len(path)] if "://" in uri and uri.endswith(path) else uri.split("://", 1)[0] + "://"
+    return [(prefix if "://" in uri else "") + p for p in paths]
+
+
+def is_record_file(path: str) -> bool:
+    """A file ingest reads: a WARC (.warc, .warc.gz) or a saved HTML page (.html, .htm, .xhtml, maybe .gz)."""
+    name = path.lower().removesuffix(".gz")
+    return name.endswith((".warc", ".html", ".htm", ".xhtml"))
 
 
 def _commoncrawl_urls(crawl: str, n_files: int) -> list[str]:
@@ -113,10 +123,10 @@ def open_source(url: str, s3: S3Options) -> Iterator[SourceStream]:
     """Open one file URL for sequential reading; closing it stops any remote transfer."""
     if url.startswith(("http://", "https://")):
         raw = _open_http(url)
-    elif url.startswith("s3://"):
+    elif "://" in url:  # s3:// and the other fsspec filesystems (github://, gcs://, ...)
         fs, path = fsspec.core.url_to_fs(url, **_storage_options(url, s3))
         try:
-            raw = fs.open(path, "rb", block_size=S3_BLOCK_BYTES)
+            raw = fs.open(path, "rb", block_size=S3_BLOCK_BYTES) if url.startswith("s3://") else fs.open(path, "rb")
         except FileNotFoundError as error:
             raise SourceNotFound(f"{url} not found") from error
     else:

@@ -36,8 +36,9 @@ def expectations(params=None) -> list:
         # within this shard; across shards see UNIQUE_ACROSS_SHARDS
         gxe.ExpectColumnValuesToBeUnique(column="record_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="url"),
-        # an absolute http(s)/ftp URL (ClueWeb and Common Crawl target URIs are http/https)
-        gxe.ExpectColumnValuesToMatchRegex(column="url", regex=r"^(?:https?|ftp)://[^\s/]+"),
+        # an absolute http(s)/ftp URL (ClueWeb and Common Crawl target URIs are http/https), or the file:// URL of a
+        # saved HTML page that names no URL of its own
+        gxe.ExpectColumnValuesToMatchRegex(column="url", regex=r"^(?:(?:https?|ftp)://[^\s/]+|file:///\S)"),
         gxe.ExpectColumnValuesToNotBeNull(column="html"),
         # empty pages are useless and giant ones are broken records
         gxe.ExpectColumnValueLengthsToBeBetween(column="html", min_value=1, max_value=MAX_CHARS),

@@ -13,6 +13,8 @@ import pytest
 from components.clean.doc import Doc
 from components.clean.extract import Extract, ExtractParams
 from components.clean.heuristics import (
+    C4BadWords,
+    C4BadWordsParams,
     C4Quality,
     C4QualityParams,
     FineWebQuality,
@@ -108,13 +110,28 @@ def test_extraction_keeps_the_article_and_drops_the_boilerplate(eval_dir, name, 
 
 
 @pytest.mark.parametrize("extractor", EXTRACTORS)
-def test_page_without_main_text_is_removed(crawl, extractor):
-    # A tipping game's stats page: a login form, a menu of archive links and the stats table, all laid out in
-    # tables; with tables left out (the default) nothing remains.
-    url = "http://06.live-radsport.ch/tippspiel/stats_140_petzi.html"
-    doc = Doc(id=url, text="", source="crawl", url=url, meta={"html": crawl[url]})
+def test_page_without_main_text_is_removed(extractor):
+    # A redirect stub, of which crawls hold many: a title and a refresh, no text (the full-mode retry finds none).
+    html = ('<html><head><title>Moved</title><meta http-equiv="refresh" content="0; url=https://example.org/new">'
+            "</head><body></body></html>")
+    doc = Doc(id="stub", text="", source="crawl", url="https://example.org/old", meta={"html": html})
     assert Extract(ExtractParams(extractor=extractor))(doc) == "no_text"
     assert doc.text == "" and "html" not in doc.meta
+
+
+def test_fast_extraction_that_finds_almost_nothing_is_retried_in_full_mode(eval_dir):
+    # Fast mode keeps only a caption (< 250 chars) of this slideshow page and none of its annotated main text;
+    # the full mode's fallback extractors find the article. The default retries, and gets the full mode's text.
+    name = "economictimes.indiatimes.com.slideshow.html.gz"
+    expected = annotations(eval_dir)[name]["with"]
+    texts = {}
+    for label, params in {"fast": ExtractParams(retry_below_chars=None), "full": ExtractParams(fast=False),
+                          "default": ExtractParams()}.items():
+        doc = eval_page(eval_dir, name)
+        Extract(params)(doc)
+        texts[label] = doc.text
+    assert len(texts["fast"]) < 250 and not any(s in texts["fast"] for s in expected)
+    assert texts["default"] == texts["full"] and any(s in texts["default"] for s in expected)
 
 
 def test_trafilatura_extracts_less_boilerplate_than_resiliparse(eval_dir):
@@ -200,6 +217,54 @@ def test_c4_removes_lorem_ipsum_and_short_pages(eval_dir, crawl):
     # A surf shop's unconfigured cookie bar still holds its template's "Lorem ipsum" text.
     assert C4Quality()(extracted(eval_dir, "pointofsail-kiel.de.wilson.html.gz", "resiliparse")) == "lorem_ipsum"
     assert C4Quality()(crawl_doc(crawl, "http://example.com/")) == "too_few_sentences"
+
+
+# -- c4 bad words ------------------------------------------------------------------------------------------------
+
+
+def in_language(text: str, language: str) -> Doc:
+    return Doc(id=text[:20], text=text, source="crawl", meta={"language": language})
+
+
+def test_c4_badwords_removes_a_page_with_one_listed_word(eval_dir):
+    badwords = C4BadWords()
+    article = extracted(eval_dir, BBC)
+    article.meta["language"] = "en"
+    assert badwords(article) is None
+    # A music review that quotes one swear word in 2,000 characters: C4 drops the whole page for it.
+    review = extracted(eval_dir, "tonedeaf.thebrag.com.luboku.html.gz")
+    review.meta["language"] = "en"
+    assert badwords(review) == "badwords_en"
+    review.meta["language"] = "de"  # the English list applies to English documents only
+    assert badwords(review) is None
+
+
+def test_c4_badwords_match_whole_words_in_english_and_c4s_own_list():
+    badwords = C4BadWords()
+    # Listed words inside longer words do not count: "ass" in class, "cock" in cocktail, "cunt" in Scunthorpe.
+    assert badwords(in_language("The class assumes a Scunthorpe cocktail recipe.", "en")) is None
+    assert badwords(in_language("What an ASS!", "en")) == "badwords_en"  # the text is lower-cased first
+    assert badwords(in_language("two girls one cup", "en")) == "badwords_en"  # phrases too
+    # C4 read the 2016 English list: "sexual" entered LDNOOBW later, so an article about harassment stays.
+    assert badwords(in_language("A report on sexual harassment at work.", "en")) is None
+
+
+def test_c4_badwords_match_anywhere_in_languages_written_without_spaces():
+    badwords = C4BadWords(C4BadWordsParams(languages=["en", "ja", "zh"]))
+    assert badwords(in_language("これはアナルの話です", "ja")) == "badwords_ja"
+    # Subwords C4 allows because each alone removes over 10% of its language's pages ("girl", "sex/nature").
+    assert badwords(in_language("かわいい女の子がいます", "ja")) is None
+    assert badwords(in_language("这是一个性能测试", "zh")) is None
+    assert badwords(in_language("Une page en français, merde.", "fr")) is None  # French is not listed here
+
+
+def test_c4_badwords_read_the_lists_named_in_params(tmp_path):
+    (tmp_path / "en.txt").write_text("llama\n\n")  # an empty line must not match everything
+    badwords = C4BadWords(C4BadWordsParams(lists_dir=tmp_path))
+    assert badwords(in_language("Llamas are fine.", "en")) is None
+    assert badwords(in_language("A llama, really.", "en")) == "badwords_en"
+    with pytest.raises(ValueError, match="no bad-words list for language 'de'.*available: en"):
+        C4BadWordsParams(lists_dir=tmp_path, languages=["de"])
 
 
 # -- fineweb -----------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def inputs(tmp_path_factory, data_dir):
            records, progress=False)
     pages = pd.concat(pd.read_parquet(p) for p in sorted(records.glob("records-*.parquet")))
     copies = pages.iloc[[1, 3, 12]].copy()  # pages that pass every filter (checked), so only dedup removes copies
-    near = pages.iloc[[6, 15]].copy()
+    near = pages.iloc[[6, 16]].copy()
     near["html"] = near["html"].str.replace(" the ", " this ", n=4)  # a few words changed: Jaccard still > 0.8
     extra = pd.concat([copies, near])
     extra["record_id"] = [f"<urn:uuid:copy-{i}>" for i in range(len(extra))]
@@ -67,6 +67,9 @@ def test_duplicates_across_shards_leave_one_survivor_and_every_removal_has_a_rea
     assert steps["url"]["docs_in"] == n_pages + 5
     assert len(docs) + len(removed) == n_pages + 5  # every input is kept or removed with its reason
     assert removed[["step", "rule"]].notna().all().all()
+    # C4's bad-words rule is audited like the others: one page of this sample has a word of the English list.
+    assert steps["c4_badwords"]["removed"] == {"badwords_en": 1}
+    assert len(removed[(removed["step"] == "c4_badwords") & (removed["rule"] == "badwords_en")]) == 1
     assert docs["quality"].between(0, 1).all() and set(docs["language"]) == {"en"}
     assert set(docs["domain"]) <= {"reference", "news", "forum", "fiction", "code", "commerce", "other"}
     assert 0.5 < summary["quality_model"]["holdout_accuracy"] <= 1

@@ -104,6 +104,46 @@ def test_clueweb_japanese_and_declared_charsets(tmp_path):
     assert all(row["fetch_time"] is not None for row in rows[2:])  # from the HTTP Date: ClueWeb's WARC-Date is bad
 
 
+def test_a_folder_of_saved_html_pages_and_warcs_is_read_as_records(tmp_path):
+    dump = tmp_path / "dump"
+    (dump / "sub").mkdir(parents=True)
+    article = ('<html><head><link rel="canonical" href="https://news.example/a"><title>A</title></head>'
+               "<body><p>An article saved from the web.</p></body></html>").encode()
+    (dump / "a.html").write_bytes(article)
+    latin = '<html><head><meta charset="windows-1252"></head><body><p>café “naïve” – déjà vu</p></body></html>'
+    (dump / "sub" / "b.htm.gz").write_bytes(gzip.compress(latin.encode("cp1252")))
+    (dump / "tiny.html").write_bytes(b"<p>x</p>")  # under min_html_bytes
+    (dump / "notes.txt").write_text("not a page")  # neither WARC nor HTML: not a record file
+    write_warc(dump / "sub" / "c.warc.gz", [("http://c.example/", "text/html", b"<p>" + b"from a WARC " * 10 + b"</p>")])
+    os.utime(dump / "a.html", (1_600_000_000, 1_600_000_000))
+
+    manifest = run(tmp_path, str(dump))
+    files = [Path(f["url"]).name for f in manifest["sources"][0]["files"]]
+    assert files == ["a.html", "b.htm.gz", "c.warc.gz", "tiny.html"]
+    assert manifest["records"] == 3 and manifest["skipped"] == {"too_small": 1}
+    rows = {Path(r["source"]).name: r for r in read_rows(tmp_path / "out").to_pylist()}
+    assert rows["a.html"]["url"] == "https://news.example/a"  # the page's own canonical link
+    assert rows["a.html"]["fetch_time"].timestamp() == 1_600_000_000  # the file's modification time
+    assert rows["a.html"]["payload_digest"] == payload_digest(article)
+    assert rows["b.htm.gz"]["url"] == (dump / "sub" / "b.htm.gz").resolve().as_uri()  # no URL of its own
+    assert rows["b.htm.gz"]["charset"] == "cp1252" and "café “naïve” – déjà vu" in rows["b.htm.gz"]["html"]
+    assert rows["c.warc.gz"]["url"] == "http://c.example/"
+    # The same folder ingested again gives the same record ids (derived from the file's URL).
+    again = run(tmp_path / "again", str(dump))
+    assert again["records"] == 3
+    assert {r["record_id"] for r in read_rows(tmp_path / "again" / "out").to_pylist()} == {
+        r["record_id"] for r in rows.values()}
+
+
+def test_the_annotated_html_pages_of_the_tiny_preset_are_all_records(tmp_path):
+    manifest = run(tmp_path, str(CRAWL.parent / "html" / "trafilatura-eval" / "html"))
+    assert manifest["records"] == 166 and manifest["skipped"] == {}
+    urls = read_rows(tmp_path / "out")["url"].to_pylist()
+    # 151 pages name their URL (canonical link or og:url); the others keep their file:// URL.
+    assert sum(u.startswith("https://") or u.startswith("http://") for u in urls) > 140
+    assert all(u.startswith(("http://", "https://", "file:///")) for u in urls)
+
+
 def test_computed_payload_digest_matches_common_crawl(tmp_path):
     with open(CRAWL / "whirlwind-whirlwind.warc.gz", "rb") as file:
         response = next(record for record in ArchiveIterator(file) if record.rec_type == "response")
