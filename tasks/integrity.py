@@ -37,7 +37,8 @@ def _problems(ws: Workspace, upstream: str, folder: str) -> list[str]:
     expected = {e["relpath"]: e["md5"] for e in json.loads(listing_file.read_text())}
     root = ws.root / folder
     found = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    rerun = f"rerun {upstream} (`llm-lifecycle run --stages {upstream} --force`) or `dvc checkout {folder}`"
+    rerun = (f"`dvc checkout --force {folder}` puts back the published copy from the DVC cache, or rerun {upstream} "
+             f"(`llm-lifecycle run --stages {upstream} --force`)")
     problems = [f"{folder}/{name}: missing; {rerun}" for name in sorted(expected.keys() - found)]
     problems += [f"{folder}/{name}: not published by {upstream}; remove it or {rerun}"
                  for name in sorted(found - expected.keys())]
