@@ -7,6 +7,7 @@ named, with what to run, and the stage stops before reading anything. An upstrea
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def _problems(ws: Workspace, upstream: str, folder: str) -> list[str]:
     out = next((o for o in ws.lock_entry(upstream).get("outs", []) if o["path"] == folder), None)
     if out is None:
         return []
-    cache = _cache_dir(ws)
+    cache = _cache_dir(ws.root)
     listing_file = _object(cache, out["md5"])
     if not listing_file.exists():
         return [f"{folder}: its file list ({out['md5']}) is not in the DVC cache {cache}: "
@@ -58,7 +59,8 @@ def _object(cache: Path, md5: str) -> Path:
     return cache / md5[:2] / md5[2:]
 
 
-def _cache_dir(ws: Workspace) -> Path:
+@functools.lru_cache(maxsize=8)
+def _cache_dir(root: Path) -> Path:
     """Where DVC keeps objects by md5 (.dvc/cache/files/md5 unless `dvc cache dir` moved it)."""
-    with ws.dvc() as repo:
+    with Workspace(root).dvc() as repo:
         return Path(repo.cache.local.path)

@@ -24,7 +24,7 @@ def truncate(path) -> None:
 
 def delete_cache_copy(path) -> None:
     root = next(p for p in path.parents if (p / ".dvc").is_dir())
-    _object(_cache_dir(Workspace(root)), file_md5(path)).unlink()
+    _object(_cache_dir(root), file_md5(path)).unlink()
 
 
 # fault → (workspace built up to, the damaged file, the stage that reads it next, what the message says, the fix)
