@@ -89,17 +89,26 @@ def failed_expectations(validation_file: Path) -> list[str]:
 def from_flow_run(flow_run_id: str | None, ws: Workspace) -> Failure:
     """The failure of a flow run on the Prefect API (default: the latest failed run of the pipeline flow)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
+    from prefect.exceptions import ObjectNotFound
+
     with get_client(sync_client=True) as client:
         if flow_run_id:
-            run = client.read_flow_run(flow_run_id)
+            try:
+                run = client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                raise LookupError(f"no flow run {flow_run_id} on this Prefect API") from None
+            if not (run.state.is_failed() or run.state.is_crashed()):
+                raise LookupError(f"flow run {flow_run_id} did not fail: it is {run.state.name}")
         else:
             runs = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=["llm-lifecycle"])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED]))),
                 sort=FlowRunSort.START_TIME_DESC, limit=1)
             if not runs:
                 raise LookupError("no failed run of the llm-lifecycle flow on this Prefect API")

@@ -32,6 +32,7 @@ def trace(run_id: str) -> dict:
         "stage": tags.get(f"{TAG}stage"),
         "status": run.info.status,
         "git_commit": tags.get("mlflow.source.git.commit"),
+        "dirty_files": tags.get(f"{TAG}git.dirty_files", "").split(),  # what differed from that commit
         "params_digest": tags.get(f"{TAG}params_digest"),
         "prefect_flow_run": tags.get(f"{TAG}prefect.flow_run_id"),
         "outputs": _paths(tags, "output."),
@@ -71,6 +72,8 @@ def render(node: dict, indent: str = "") -> str:
     what = f"stage {node['stage']}" if node.get("stage") else node["name"]
     lines = [f"{indent}{what}  run {node['run_id']}  [{node['status']}]  commit {node['git_commit']}"
              f"  params {node['params_digest']}"]
+    if node["dirty_files"]:
+        lines.append(f"{indent}  differed from the commit: {' '.join(node['dirty_files'])}")
     for path, md5 in node["outputs"].items():
         lines.append(f"{indent}  produced {path}  md5 {md5}")
     for inp in node["inputs"]:

@@ -50,3 +50,31 @@ def test_a_renamed_file_names_both_paths(repo):
     subprocess.run(["git", "mv", "tasks/ingest.py", "tasks/crawl.py"], cwd=repo, check=True)
 
     assert dirty_files(repo) == ["tasks/crawl.py", "tasks/ingest.py"]
+
+
+@pytest.fixture
+def tracking_in(repo):
+    """MLflow's embedded store in the repo, for this test only (the URI is process-wide)."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    yield repo
+    mlflow.set_tracking_uri(before)
+
+
+def test_a_run_records_the_files_that_differ_and_lineage_shows_them(tracking_in):
+    from tasks import lineage, tracking
+
+    repo = tracking_in
+    (repo / "params.yaml").write_text("crawl: {max_records: 50}\n")
+    (repo / "dvc.lock").write_text("rewritten by the run\n")
+
+    run_id = tracking.start_run(repo, "ingest", {"kind": "stage", "stage": "ingest"})
+
+    tags = tracking.client().get_run(run_id).data.tags
+    assert tags["mlflow.source.git.commit"] == head(repo) + "-dirty"
+    assert tags["llm.git.dirty_files"] == "params.yaml"
+    node = lineage.trace(run_id)
+    assert node["dirty_files"] == ["params.yaml"]
+    assert "differed from the commit: params.yaml" in lineage.render(node)
