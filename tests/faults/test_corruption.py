@@ -9,7 +9,7 @@ import pytest
 from components.storage import file_md5
 from tasks.dag import Workspace
 from tasks.integrity import _cache_dir, _object, check_inputs
-from tests.faults.conftest import BIN
+from tests.faults.conftest import BIN, CHEAP
 
 
 def flip_a_byte(path) -> None:
@@ -29,9 +29,9 @@ def delete_cache_copy(path) -> None:
 
 # fault → (workspace built up to, the damaged file, the stage that reads it next, what the message says, the fix)
 FAULTS = {
-    "truncated Parquet shard": ("clean", "data/ingest/records-00000.parquet", "clean", truncate,
+    "truncated Parquet shard": ("curate", "data/ingest/records-00000.parquet", "clean", truncate,
                                 "content changed after ingest published it", ("checkout", "--force", "data/ingest")),
-    "deleted cache file": ("clean", "data/ingest/records-00000.parquet", "clean", delete_cache_copy,
+    "deleted cache file": ("curate", "data/ingest/records-00000.parquet", "clean", delete_cache_copy,
                            "its DVC cache copy", ("commit", "--force", "ingest")),
     "byte flipped in a token shard": ("tokenize", "data/tokenize/train-00000.bin", "pretrain", flip_a_byte,
                                       "content changed after tokenize published it", ("checkout", "--force", "data/tokenize")),
@@ -39,13 +39,13 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", [
-    *[f for f in FAULTS if FAULTS[f][0] == "clean"],
-    *[pytest.param(f, marks=pytest.mark.heavy) for f in FAULTS if FAULTS[f][0] != "clean"],
+    *[f for f in FAULTS if FAULTS[f][0] in CHEAP],
+    *[pytest.param(f, marks=pytest.mark.heavy) for f in FAULTS if FAULTS[f][0] not in CHEAP],
 ])
 def test_damaged_output_is_named_before_the_next_stage_reads_it(copy_of, fault):
     built, damaged, reader, damage, says, fix = FAULTS[fault]
     upstream = damaged.split("/")[1]
-    ws = copy_of(built)
+    ws = copy_of(*CHEAP, built)
     reader_out = f"data/{reader}"
     reader_before = ws.snapshot(reader_out) if (ws.root / reader_out).exists() else None
     damage(ws.root / damaged)

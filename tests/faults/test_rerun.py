@@ -63,6 +63,7 @@ def _params_deps(name: str) -> list[dict]:
     return [p for p in entry.get("params", []) if isinstance(p, dict)]
 
 
+@pytest.mark.heavy
 def test_a_warc_changed_at_the_same_path_reruns_ingest_and_what_reads_it_only(copy_of):
     ws = copy_of("clean")
     warc = sorted((ws.data_dir / "crawl").glob("*.warc.gz"))[0]
