@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,6 +14,8 @@ import pytest
 from components.clean.doc import Doc
 from components.clean.extract import Extract, ExtractParams
 from components.clean.heuristics import (
+    LDNOOBW_DIR,
+    UNSEGMENTED,
     C4BadWords,
     C4BadWordsParams,
     C4Quality,
@@ -21,6 +24,7 @@ from components.clean.heuristics import (
     GopherQuality,
     GopherQualityParams,
     GopherRepetition,
+    read_badwords,
 )
 from components.clean.langid import LanguageId, LanguageIdParams
 from components.clean.urlfilter import UrlFilter, UrlFilterParams
@@ -256,6 +260,18 @@ def test_c4_badwords_match_anywhere_in_languages_written_without_spaces():
     assert badwords(in_language("かわいい女の子がいます", "ja")) is None
     assert badwords(in_language("这是一个性能测试", "zh")) is None
     assert badwords(in_language("Une page en français, merde.", "fr")) is None  # French is not listed here
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "ja", "zh"])
+def test_c4_badwords_trie_regex_matches_what_c4s_flat_regex_matches(language):
+    # C4's own pattern (tfds c4_utils.get_badwords_filter_fn), against ours on every list entry in contexts that
+    # must and must not match: inside longer words, cut short, at the text's ends, around punctuation.
+    words = read_badwords(LDNOOBW_DIR, language)
+    alternation = "|".join(re.escape(w) for w in words)
+    c4 = re.compile(alternation if language in UNSEGMENTED else rf"(?:\W|^)({alternation})(?:\W|$)")
+    ours = C4BadWords(C4BadWordsParams(languages=[language])).patterns[language]
+    texts = [t for w in sorted(words) for t in (w, w[:-1], f"x{w}", f"{w}s", f"a {w}.", f"({w})", f"{w[1:]} {w[0]}")]
+    assert [t for t in texts if bool(c4.search(t)) != bool(ours.search(t))] == []
 
 
 def test_c4_badwords_read_the_lists_named_in_params(tmp_path):
