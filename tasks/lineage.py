@@ -109,7 +109,8 @@ def contains(ws, url: str) -> dict:
     return {
         "url": url,
         "found": {name: hit for name, hit in found.items() if hit["records"] or hit["removed"]},
-        "outputs": outputs or [{"stage": s.name, "path": s.data_out, "md5": None, "built": False} for s in affected],
+        "outputs": outputs or [{"stage": s.name, "path": s.data_out, "md5": None,  # built, but not by DVC here
+                                "built": (ws.root / s.data_out).exists()} for s in affected],
         "runs": runs,
         "model_versions": sorted({r["registered_model"] for r in runs if r["registered_model"]}),
         "rebuild": _rebuild_advice(url, holders),
@@ -186,7 +187,8 @@ def render_contains(report: dict) -> str:
     lines.append("stage outputs that descend from them (the stages holding them and every stage downstream):")
     for o in report["outputs"]:
         lines.append(f"  {o['path']}  md5 {o['md5']}  ({o['stage']}{'' if o['built'] else ', not built here'})")
-    lines.append("MLflow runs that recorded those outputs (their metrics and scores descend too):")
+    lines.append("MLflow runs that recorded those outputs (their metrics and scores descend too):"
+                 + ("" if report["runs"] else " none in this tracking store"))
     for r in report["runs"]:
         model = f"  registered {r['registered_model']}" if r["registered_model"] else ""
         lines.append(f"  {r['stage'] or r['name']}  run {r['run_id']}  [{r['status']}]  {len(r['metrics'])} metrics{model}")

@@ -78,3 +78,40 @@ def test_a_run_records_the_files_that_differ_and_lineage_shows_them(tracking_in)
     node = lineage.trace(run_id)
     assert node["dirty_files"] == ["params.yaml"]
     assert "differed from the commit: params.yaml" in lineage.render(node)
+
+
+def test_contains_finds_a_url_prefix_and_takes_every_output_downstream_in_the_dag(tmp_path):
+    import mlflow
+    import networkx as nx
+    import pandas as pd
+
+    from tasks import lineage
+    from tasks.dag import Workspace
+    from tests.conftest import make_workspace
+
+    ws = Workspace(make_workspace(tmp_path / "ws"))
+    data = ws.root / "data"
+    for folder in ("ingest", "clean/removed", "curate"):
+        (data / folder).mkdir(parents=True)
+    pd.DataFrame({"url": ["https://a.example/x", "https://a.example/x2", "https://b.example/x"]}).to_parquet(
+        data / "ingest/records-00000.parquet")
+    pd.DataFrame({"url": ["https://a.example/x"], "text": ["kept"]}).to_parquet(data / "clean/docs-00000.parquet")
+    pd.DataFrame({"url": ["https://a.example/x2"], "step": ["c4"], "rule": ["too_short"]}).to_parquet(
+        data / "clean/removed/records-00000-filters.parquet")
+    pd.DataFrame({"id": ["wiki/0"], "text": ["curated"]}).to_parquet(data / "curate/docs-00000.parquet")
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        report = lineage.contains(ws, "http://A.example/x")  # another scheme, upper case: the same pages
+    finally:
+        mlflow.set_tracking_uri(before)
+
+    assert report["found"] == {
+        "ingest": {"records": 2, "files": ["records-00000.parquet"], "removed": {}},
+        "clean": {"records": 1, "files": ["docs-00000.parquet"], "removed": {"c4/too_short": 1}}}
+    graph = nx.DiGraph([(up, spec.name) for spec in ws.stages for up in spec.upstream])
+    stages = [o["stage"] for o in report["outputs"]]
+    assert set(stages) == {"ingest"} | nx.descendants(graph, "ingest")  # everything built on the crawl
+    assert stages[:3] == ["ingest", "clean", "mix"] and "curate" not in stages  # curate reads no crawl record
+    assert report["runs"] == [] and report["model_versions"] == []
+    assert "clean.url.blocklist" in report["rebuild"]
