@@ -305,11 +305,14 @@ def preflight(
     min_disk_gb: Annotated[float, typer.Option(help="free disk needed for checkpoints")] = 10.0,
     min_gpu_gb: Annotated[float, typer.Option(help="free memory needed on every GPU")] = 0.0,
     timeout: Annotated[float, typer.Option(help="seconds the ranks get to meet and all-reduce")] = 180.0,
+    bandwidth_params: Annotated[Optional[int], typer.Option(help="fp32 values in the timed all-reduce [2**26 on GPUs, 2**22 on CPU]")] = None,
+    min_bus_gbps: Annotated[Optional[float], typer.Option(help="flag a bus bandwidth below this [GPUs: 100 on one node, 20 across nodes]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Before a multi-node job: hosts reachable, same code everywhere, an all-reduce across every rank, GPUs,
-    GPU memory and checkpoint disk. Uses the pretrain section's `launch` settings (`--set
-    pretrain.launch.nproc_per_node=2`, `--set pretrain.launch.hostfile=...`)."""
+    """Before a multi-node job: hosts reachable, same code everywhere, an all-reduce across every rank and its
+    bandwidth, GPUs, GPU memory and checkpoint disk. Uses the pretrain section's `launch` settings (`--set
+    pretrain.launch.nproc_per_node=2`, `--set pretrain.launch.hostfile=...`); torchrun on several nodes
+    (`pretrain.launch.nnodes`): run it on every node."""
     from components.train.launch import LaunchParams
     from components.train.preflight import check
     from tasks.dag import Workspace
@@ -320,14 +323,16 @@ def preflight(
         launch = LaunchParams(**resolve(ws, preset, parse_overrides(set_ or []))["pretrain"]["launch"])
     except ParamsError as err:
         _fail(str(err))
-    report = check(launch, ckpt_dir or ws.state_dir / "pretrain", min_disk_gb, min_gpu_gb, timeout)
+    report = check(launch, ckpt_dir or ws.state_dir / "pretrain", min_disk_gb, min_gpu_gb, timeout,
+                   bandwidth_params, min_bus_gbps)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         for facts in report["ranks"]:
             gpu = f", {facts['free_gpu_gb']:.0f} GB GPU free" if facts["free_gpu_gb"] is not None else ""
+            bus = f", all-reduce {facts['bus_gbps']:.1f} GB/s bus" if facts.get("bus_gbps") is not None else ""
             typer.echo(f"rank {facts['rank']} on {facts['host']}: code {facts['code']}, "
-                       f"{facts['free_disk_gb']:.0f} GB disk free{gpu}")
+                       f"{facts['free_disk_gb']:.0f} GB disk free{gpu}{bus}")
         for problem in report["problems"]:
             typer.secho(f"problem: {problem}", fg="red", err=True)
         if report["ok"]:

@@ -1,5 +1,6 @@
-"""How the ranks are started: one node with torchrun, many through the deepspeed launcher and a hostfile,
-or inside a Slurm allocation with srun. Training and the preflight check use the same command.
+"""How the ranks are started: torchrun on one node (or on each of `nnodes` nodes, meeting at a c10d rendezvous),
+many nodes through the deepspeed launcher and a hostfile, or inside a Slurm allocation with srun. Training
+and the preflight check use the same command.
 
 Every launcher runs `python -m MODULE ARGS...` once per rank with the torch.distributed environment set
 (RANK, WORLD_SIZE, MASTER_ADDR, ...). Across nodes the working directory, the config file and the
@@ -27,6 +28,8 @@ class LaunchParams(StrictModel):
                                 "(pdsh); slurm: every node of the current allocation through srun")
     nproc_per_node: int = Field(1, gt=0, description="ranks per node: its GPUs; on CPU 1-2 (each rank gets "
                                                      "cores / nproc threads)")
+    nnodes: int = Field(1, gt=0, description="torchrun: nodes that each run the same command and meet at "
+                                             "master_addr:master_port (c10d rendezvous); 1: this node alone")
     hostfile: Path | None = Field(None, description="deepspeed launcher: lines 'HOST slots=N' (infra/hostfile.example)")
     master_addr: str | None = Field(None, description="rendezvous host (deepspeed: default the hostfile's first)")
     master_port: int = Field(29500, gt=0, lt=65536)
@@ -36,6 +39,13 @@ class LaunchParams(StrictModel):
         if self.launcher == "deepspeed" and self.hostfile is None:
             raise ValueError("launcher 'deepspeed' starts ranks on the nodes of a hostfile: set launch.hostfile "
                              "(see infra/hostfile.example)")
+        return self
+
+    @model_validator(mode="after")
+    def _rendezvous_for_many_torchrun_nodes(self) -> LaunchParams:
+        if self.launcher == "torchrun" and self.nnodes > 1 and not self.master_addr:
+            raise ValueError(f"launcher 'torchrun' on {self.nnodes} nodes: set launch.master_addr to the address of "
+                             "the node that hosts the rendezvous (every node runs the same command)")
         return self
 
 
@@ -63,18 +73,28 @@ def command(launch: LaunchParams, module: str, *args: str) -> list[str]:
                 "--master_port", str(launch.master_port), "--module", module, *args]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(launch.nproc_per_node)]
     if launch.launcher == "slurm":
-        # one torchrun per node; they meet at the first node of the allocation (c10d rendezvous)
+        # one torchrun per node; they meet at the first node of the allocation
         master = launch.master_addr or _first_slurm_node()
-        return ["srun", "--ntasks-per-node=1", *torchrun, "--nnodes", os.environ.get("SLURM_JOB_NUM_NODES", "1"),
-                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"{master}:{launch.master_port}",
-                "--rdzv_id", os.environ.get("SLURM_JOB_ID", "llm-lifecycle"), "-m", module, *args]
+        return ["srun", "--ntasks-per-node=1", *torchrun, *_rendezvous(os.environ.get("SLURM_JOB_NUM_NODES", "1"),
+                master, launch.master_port, os.environ.get("SLURM_JOB_ID", "llm-lifecycle")), "-m", module, *args]
+    if launch.nnodes > 1:
+        return [*torchrun, *_rendezvous(str(launch.nnodes), launch.master_addr, launch.master_port, "llm-lifecycle"),
+                "-m", module, *args]
     return [*torchrun, "--standalone", "-m", module, *args]  # --standalone picks a free port itself
+
+
+def _rendezvous(nnodes: str, master: str, port: int, job_id: str) -> list[str]:
+    """torchrun's arguments to meet the other nodes: the agent on `master` hosts the c10d store (it recognises
+    its own hostname or address) and the others connect to it. Node ranks follow the nodes' names sorted (the first
+    gets ranks 0..nproc-1), and the ranks' MASTER_ADDR is that node's name: every node's hostname must resolve,
+    on every node, to the address the others reach it at."""
+    return ["--nnodes", nnodes, "--rdzv_backend", "c10d", "--rdzv_endpoint", f"{master}:{port}", "--rdzv_id", job_id]
 
 
 def world_size(launch: LaunchParams) -> int:
     if launch.launcher == "deepspeed":
         return sum(slots for _, slots in hosts(launch.hostfile))
-    nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) if launch.launcher == "slurm" else 1
+    nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) if launch.launcher == "slurm" else launch.nnodes
     return nodes * launch.nproc_per_node
 
 

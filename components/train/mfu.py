@@ -1,7 +1,9 @@
 """Model FLOPs utilisation: FLOPs the model needs per token (attention included) × tokens/s ÷ the device's peak.
 
-The peak is the datasheet's dense bf16 tensor-core number for the GPUs in the planner's table (H100, H200,
-A100); on a CPU there is no datasheet number to trust, so it is measured: the best of a few large matmuls in
+The peak is the datasheet's dense bf16 tensor-core number of the exact device name CUDA reports
+(`DEVICE_PEAK_TFLOPS`): a substring match would give an H100 PCIe (756) or NVL (835) the SXM's 989 and
+understate its MFU by up to a quarter; a name not in the table stops the run and asks for
+`pretrain.peak_flops`. On a CPU there is no datasheet number to trust, so it is measured: the best of a few large matmuls in
 this process's dtype and thread count. MFU on CPU therefore reads as "share of what this process's matmuls
 reach", which is what tells a slow loop from a slow machine.
 """
@@ -11,18 +13,35 @@ import time
 
 import torch
 
-from components.planner.plan import GPUS
+# torch.cuda.get_device_name → dense bf16 tensor-core TFLOP/s (NVIDIA's datasheets list twice these "with
+# sparsity"). SXM and PCIe/NVL parts of one chip differ in SMs and clocks, hence in peak.
+DEVICE_PEAK_TFLOPS: dict[str, float] = {
+    "NVIDIA H100 80GB HBM3": 989.0,  # SXM5
+    "NVIDIA H100 PCIe": 756.0,
+    "NVIDIA H100 NVL": 835.0,
+    "NVIDIA H200": 989.0,  # SXM
+    "NVIDIA H200 NVL": 835.0,
+    "NVIDIA GH200 480GB": 989.0,
+    "NVIDIA A100-SXM4-80GB": 312.0,
+    "NVIDIA A100-SXM4-40GB": 312.0,
+    "NVIDIA A100 80GB PCIe": 312.0,
+    "NVIDIA A100-PCIE-40GB": 312.0,
+    "NVIDIA B200": 2250.0,
+}
 
 
 def peak_flops(device: torch.device, bf16: bool) -> tuple[float, str]:
     """(FLOP/s of one device, where the number comes from)."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device).lower()
-        for gpu, spec in GPUS.items():
-            if gpu in name:
-                return spec["peak_tflops"] * 1e12, f"datasheet bf16 dense, {gpu.upper()}"
-        raise ValueError(f"no peak FLOP/s known for {name!r}: set pretrain.peak_flops in params.yaml")
+        return datasheet_peak(torch.cuda.get_device_name(device))
     return measured_matmul_flops(torch.bfloat16 if bf16 else torch.float32), "measured matmul on this CPU"
+
+
+def datasheet_peak(name: str) -> tuple[float, str]:
+    if name not in DEVICE_PEAK_TFLOPS:
+        raise ValueError(f"no peak FLOP/s known for the device {name!r} (known: {', '.join(DEVICE_PEAK_TFLOPS)}): "
+                         "set pretrain.peak_flops in params.yaml to its dense bf16 FLOP/s from the datasheet")
+    return DEVICE_PEAK_TFLOPS[name] * 1e12, f"datasheet bf16 dense, {name}"
 
 
 def measured_matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:

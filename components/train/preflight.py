@@ -1,11 +1,18 @@
 """Checks before a multi-node job spends its allocation: every host reachable, the same code everywhere, a
-collective across all ranks, enough GPUs, GPU memory and checkpoint disk. Each failure says what to fix.
+collective across all ranks fast enough for the interconnect, enough GPUs, GPU memory and checkpoint disk. Each
+failure says what to fix.
 
-`check(...)` runs on the launching machine: ssh to each host of a hostfile, then the same launch command as
-training (`launch.command`) starts `python -m components.train.preflight SPEC.json` on every rank. Each rank
-joins the process group, all-reduces a tensor, and gathers its facts to rank 0, which judges them and writes
-the report. A collective that never completes is itself the finding (firewall, wrong interface, a host
-that never started), so the launch runs under a timeout.
+`check(...)` runs on the launching machine (with torchrun on several nodes: on every node, with the same
+settings): ssh to each host of a hostfile, then the same launch command as training (`launch.command`) starts
+`python -m components.train.preflight SPEC.json` on every rank. Each rank joins the process group, all-reduces a
+tensor, times a large all-reduce, and gathers its facts to every rank; the first rank of each node judges them
+and writes that node's report. A collective that never completes is itself the finding (firewall, wrong
+interface, a host that never started), so the launch runs under a timeout.
+
+Bandwidth: one float all-reduced proves the ranks can talk, not that they talk fast. A job whose NCCL fell back
+from InfiniBand/NVLink to TCP sockets trains, at a tenth of the speed. So `bandwidth_params` fp32 values are
+all-reduced a few times and the bus bandwidth (nccl-tests' busbw: the bytes each rank's link carries per second,
+2(n-1)/n of the buffer per all-reduce) is compared with a floor for the interconnect (`expected_bus_gbps`).
 """
 from __future__ import annotations
 
@@ -13,9 +20,11 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,8 +42,10 @@ def project_digest() -> str:
 
 
 def check(launch: LaunchParams, ckpt_dir: Path, min_free_disk_gb: float = 10.0, min_free_gpu_gb: float = 0.0,
-          timeout_s: float = 180.0) -> dict:
-    """{"ok", "problems": [...], "ranks": [facts per rank], "world"}; problems are sentences saying what to fix."""
+          timeout_s: float = 180.0, bandwidth_params: int | None = None, min_bus_gbps: float | None = None) -> dict:
+    """{"ok", "problems": [...], "ranks": [facts per rank], "world"}; problems are sentences saying what to fix.
+    `bandwidth_params`: fp32 values in the timed all-reduce (default 2**26 = 268 MB on GPUs, 2**22 on CPU);
+    `min_bus_gbps`: the bus bandwidth below which the interconnect is flagged (default `expected_bus_gbps`)."""
     unreachable = _unreachable_hosts(launch)
     if unreachable:
         return {"ok": False, "problems": unreachable, "ranks": [], "world": world_size(launch)}
@@ -42,22 +53,29 @@ def check(launch: LaunchParams, ckpt_dir: Path, min_free_disk_gb: float = 10.0, 
         spec, report = Path(tmp) / "spec.json", Path(tmp) / "report.json"
         spec.write_text(json.dumps({"ckpt_dir": str(ckpt_dir), "min_free_disk_gb": min_free_disk_gb,
                                     "min_free_gpu_gb": min_free_gpu_gb, "nproc_per_node": launch.nproc_per_node,
-                                    "report": str(report), "timeout_s": timeout_s}))
+                                    "report": str(report), "timeout_s": timeout_s,
+                                    "bandwidth_params": bandwidth_params, "min_bus_gbps": min_bus_gbps}))
         cmd = command(launch, "components.train.preflight", str(spec))
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
                                   preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
             return {"ok": False, "ranks": [], "world": world_size(launch), "problems": [
-                f"the ranks did not all join and all-reduce within {timeout_s:.0f} s: check that every node can "
-                f"reach {launch.master_addr or 'the first host'} on port {launch.master_port} (firewall), that "
-                "NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME name the interface the nodes share, and that every "
-                "host of the hostfile started its ranks"]}
+                f"the {world_size(launch)} ranks did not all join and all-reduce within {timeout_s:.0f} s: check "
+                f"that every node can reach {launch.master_addr or 'the first host'} on port {launch.master_port} "
+                "(firewall), that NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME name the interface the nodes share, and "
+                f"that every node started its ranks{_every_node_runs_it(launch)}"]}
         if not report.exists():
             tail = (proc.stdout + proc.stderr)[-3000:]
             return {"ok": False, "ranks": [], "world": world_size(launch), "problems": [
                 f"the preflight ranks failed before reporting (exit {proc.returncode}); their output ends:\n{tail}"]}
         return json.loads(report.read_text())
+
+
+def _every_node_runs_it(launch: LaunchParams) -> str:
+    if launch.launcher == "torchrun" and launch.nnodes > 1:
+        return f" (torchrun on {launch.nnodes} nodes: run the same preflight command on each of them)"
+    return " (every host of the hostfile)" if launch.launcher == "deepspeed" else ""
 
 
 def _unreachable_hosts(launch: LaunchParams) -> list[str]:
@@ -117,10 +135,38 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+def expected_bus_gbps(cuda: bool, nodes: int) -> float:
+    """The bus bandwidth (GB/s) below which the interconnect is not what it should be. One node of H100/H200
+    SXM: NVLink 4 carries 450 GB/s each way and nccl-tests' all-reduce reaches ≈ 350-480 GB/s busbw; PCIe
+    Gen5 GPUs without NVLink ≈ 40-50. Across nodes with one 400 Gb/s InfiniBand/RoCE NIC per GPU (50 GB/s):
+    ≈ 40-48; NCCL over TCP sockets on the same NICs typically 1-10. The floors sit between the healthy and the
+    fallen-back numbers. On CPU (gloo) nothing is expected: the number is only reported."""
+    if not cuda:
+        return 0.0
+    return 20.0 if nodes > 1 else 100.0
+
+
+def bus_problem(ranks: list[dict], spec: dict) -> list[str]:
+    """The slowest rank's bus bandwidth against the floor: a collective runs at its slowest link."""
+    measured = [facts for facts in ranks if facts.get("bus_gbps") is not None]
+    if not measured:
+        return []
+    slowest = min(measured, key=lambda facts: facts["bus_gbps"])
+    floor = spec["min_bus_gbps"] if spec.get("min_bus_gbps") is not None else slowest["expected_bus_gbps"]
+    if slowest["bus_gbps"] >= floor:
+        return []
+    return [f"all-reduce bus bandwidth {slowest['bus_gbps']:.1f} GB/s on {slowest['host']} (rank {slowest['rank']}, "
+            f"{slowest['bandwidth_mb']:.0f} MB buffer), below the {floor:g} GB/s this interconnect should give: "
+            "NCCL may have fallen back to TCP sockets (run with NCCL_DEBUG=INFO and look for 'NET/Socket' instead of "
+            "'NET/IB'; check NCCL_IB_HCA, the RDMA drivers and NCCL_SOCKET_IFNAME), or NVLink is missing "
+            "(nvidia-smi topo -m). PCIe-only GPUs or a slower network: lower --min-bus-gbps"]
+
+
 def problems_of(ranks: list[dict], spec: dict, all_reduce_ok: bool) -> list[str]:
-    """Rank 0's judgement of every rank's facts."""
+    """The judgement of every rank's facts (the same on every rank: they all hold every rank's facts)."""
     found = [] if all_reduce_ok else [f"the all-reduce across {len(ranks)} ranks returned a wrong sum: the "
                                       "collective backend is broken (check NCCL/gloo versions on every node)"]
+    found += bus_problem(ranks, spec)
     for what, key in (("code", "code"), ("package versions", "versions"), ("Python", "python")):
         seen: dict[str, list[str]] = {}
         for facts in ranks:
@@ -149,6 +195,36 @@ def problems_of(ranks: list[dict], spec: dict, all_reduce_ok: bool) -> list[str]
     return found
 
 
+def bus_bandwidth(device, values: int, repeats: int = 5) -> dict:
+    """Time all-reduces of `values` fp32 numbers (after one untimed, which sets up the connections): the
+    algorithm bandwidth (buffer bytes / time) and the bus bandwidth (× 2(n-1)/n, what each link carries; the
+    number nccl-tests reports and the one to compare with a link's speed), in GB/s, from the median time."""
+    import torch
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    buffer = torch.ones(values, dtype=torch.float32, device=device)
+    dist.all_reduce(buffer)
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        began = time.perf_counter()
+        dist.all_reduce(buffer)
+        _synchronize(device)
+        times.append(time.perf_counter() - began)
+    seconds = statistics.median(times)
+    algorithm = buffer.numel() * buffer.element_size() / seconds / 1e9
+    return {"bandwidth_mb": buffer.numel() * buffer.element_size() / 1e6, "all_reduce_s": seconds,
+            "algorithm_gbps": algorithm, "bus_gbps": algorithm * 2 * (world - 1) / world if world > 1 else None}
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main(spec_path: str) -> int:
     import torch
     import torch.distributed as dist
@@ -160,13 +236,18 @@ def main(spec_path: str) -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=spec["timeout_s"]))
     world = dist.get_world_size()
-    ones = torch.ones(1, device="cuda" if cuda else "cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    ones = torch.ones(1, device=device)
     dist.all_reduce(ones)
+    nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    bandwidth = bus_bandwidth(device, spec.get("bandwidth_params") or (2**26 if cuda else 2**22))
+    facts = _facts(spec) | bandwidth | {"all_reduce_ok": int(ones.item()) == world,
+                                        "expected_bus_gbps": expected_bus_gbps(cuda, nodes)}
     gathered: list = [None] * world
-    dist.all_gather_object(gathered, _facts(spec))
-    if dist.get_rank() == 0:
-        problems = problems_of(gathered, spec, all_reduce_ok=int(ones.item()) == world)
-        report = {"ok": not problems, "problems": problems, "ranks": gathered, "world": world}
+    dist.all_gather_object(gathered, facts)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one report per node: each node's launcher reads its own
+        problems = problems_of(gathered, spec, all_reduce_ok=all(f["all_reduce_ok"] for f in gathered))
+        report = {"ok": not problems, "problems": problems, "ranks": gathered, "world": world, "nodes": nodes}
         Path(spec["report"]).write_text(json.dumps(report, indent=2))
     dist.destroy_process_group()
     return 0
