@@ -32,8 +32,15 @@ from components.clean.store import read_docs, write_docs, write_removed
 NEGATIVES = 20_000  # crawl documents the quality classifier trains on (a random sample)
 
 
-def clean(params: CleanParams, records_dir: Path, curated_dir: Path, out_dir: Path, progress: bool = True) -> dict:
-    """Run every pass; write docs-*.parquet, removed/*.parquet and quality_model.pkl into out_dir."""
+def clean(params: CleanParams, records_dir: Path, curated_dir: Path | None, out_dir: Path, progress: bool = True,
+          quality_model: Path | None = None) -> dict:
+    """Run every pass; write docs-*.parquet, removed/*.parquet and quality_model.safetensors into out_dir.
+
+    Without curated_dir there are no positives to train the quality classifier on: `quality_model` (a previous
+    run's quality_model.safetensors) scores instead, or, without one either, the quality step is skipped (every
+    document kept, quality null) and the summary says so."""
+    if curated_dir is None and quality_model is not None:
+        quality.QualityModel.load(quality_model)  # refuses anything but a current safetensors model, before the passes
     work = out_dir / ".work"
     work.mkdir(parents=True)
     shards = sorted(str(p) for p in Path(records_dir).glob("records-*.parquet"))
@@ -44,17 +51,17 @@ def clean(params: CleanParams, records_dir: Path, curated_dir: Path, out_dir: Pa
 
     duplicates = dedup.find_duplicates(_dedup_entries(kept_shards), params.dedup)
     stats["dedup"] = _dedup_stats(sum(f["kept"] for f in firsts), duplicates)
-    model, report = _train_quality(kept_shards, duplicates, curated_dir, params)
-    model.save(out_dir / "quality_model.pkl")
+    report = _quality_model(kept_shards, duplicates, curated_dir, quality_model, params, out_dir / quality.FILENAME)
 
     per_shard = [_removals_in(shard, duplicates) for shard in kept_shards]  # each worker gets only its own
     scored = map_shards(_score_shard, list(zip(kept_shards, per_shard)), (str(out_dir), params), ex, "clean: score",
                         progress)
     crawl_scores = np.concatenate([s["scores"] for s in scored]) if scored else np.array([])
-    threshold = quality.cutoff(crawl_scores, params.quality) if params.quality.enabled else 0.0
+    threshold = None if "skipped" in report else (
+        quality.cutoff(crawl_scores, params.quality) if params.quality.enabled else 0.0)
     final = map_shards(_cut_shard, [s["path"] for s in scored], (str(out_dir), threshold), ex, "clean: cut",
                        progress)
-    stats["quality"] = StepStats(docs_in=len(crawl_scores), docs_out=sum(f["kept"] for f in final),
+    stats["quality"] = StepStats(docs_in=sum(s["documents"] for s in scored), docs_out=sum(f["kept"] for f in final),
                                  chars_out=sum(f["chars"] for f in final))
     stats["quality"].removed["below_cutoff"] = stats["quality"].docs_in - stats["quality"].docs_out
     shutil.rmtree(work)
@@ -100,6 +107,19 @@ def _dedup_stats(docs_in: int, duplicates: dict) -> StepStats:
     return step
 
 
+def _quality_model(kept_shards, duplicates, curated_dir, previous: Path | None, params, path: Path) -> dict:
+    """Writes the quality classifier to `path` and returns its report ({"skipped": why} when there is none)."""
+    if curated_dir is not None:
+        model, report = _train_quality(kept_shards, duplicates, curated_dir, params)
+        model.save(path)
+        return report
+    if previous is not None:
+        shutil.copyfile(previous, path)
+        return {"reused": str(previous)}
+    return {"skipped": "no curated folder to train the quality classifier on, and no previous model given: "
+                       "no document was scored or removed by quality"}
+
+
 def _train_quality(kept_shards, duplicates, curated_dir, params):
     """Positives: curated text (encyclopedia, books). Negatives: a random sample of the crawl documents that
     survived so far, plus curated web text (crawl that others cleaned)."""
@@ -135,7 +155,8 @@ def _removals_in(shard: str, duplicates: dict) -> dict:
 def _score_shard(shard_and_duplicates: tuple[str, dict], out_dir: str, params: CleanParams) -> dict:
     """Pass 3 on one shard: drop duplicates, score quality, classify domain."""
     shard, duplicates = shard_and_duplicates
-    model = quality.QualityModel.load(Path(out_dir) / "quality_model.pkl")
+    model_path = Path(out_dir) / quality.FILENAME
+    model = quality.QualityModel.load(model_path) if model_path.exists() else None
     classify = DomainClassifier()
     docs, removed = [], []
     for doc in read_docs([shard]):
@@ -145,22 +166,23 @@ def _score_shard(shard_and_duplicates: tuple[str, dict], out_dir: str, params: C
             continue
         classify(doc)
         docs.append(doc)
-    scores = model.score([d.text for d in docs]) if docs else np.array([])
-    for doc, score in zip(docs, scores):
-        doc.meta["quality"] = float(score)
+    scores = model.score([d.text for d in docs]) if docs and model else np.array([])
+    for doc, score in zip(docs, scores if model else [None] * len(docs)):
+        doc.meta["quality"] = None if score is None else float(score)
         for key in ("exact_key", "signature"):
             doc.meta.pop(key)
     path = Path(shard).with_name(Path(shard).name.replace("kept", "scored"))
     write_docs(docs, path)
     write_removed(removed, Path(out_dir) / "removed" / f"{Path(shard).stem}-dedup.parquet")
-    return {"path": str(path), "scores": scores}
+    return {"path": str(path), "scores": scores, "documents": len(docs)}
 
 
-def _cut_shard(shard: str, out_dir: str, threshold: float) -> dict:
-    """Pass 5 on one shard: keep documents at or above the quality cutoff; write the final shard."""
+def _cut_shard(shard: str, out_dir: str, threshold: float | None) -> dict:
+    """Pass 5 on one shard: keep documents at or above the quality cutoff (all of them without one); write the
+    final shard."""
     kept, removed = [], []
     for doc in read_docs([shard]):
-        if doc.meta["quality"] >= threshold:
+        if threshold is None or doc.meta["quality"] >= threshold:
             kept.append(doc)
         else:
             removed.append(removal(doc, "quality", "below_cutoff", detail=f"{doc.meta['quality']:.3f} < {threshold:.3f}"))

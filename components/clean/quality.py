@@ -1,25 +1,36 @@
-"""Model-based quality filter: how much does a page read like curated text (Wikipedia, books)?
+"""Model-based quality filter: how much does a page read like curated text (Wikipedia, books, speeches)?
 
 A classifier is trained with curated documents as positives and random crawl documents as negatives
 (GPT-3's and Llama's recipe); crawl documents are then kept by score. It has to run over billions of pages,
-so it is a linear model on hashed word 1-2-gram counts: no vocabulary to fit or store (the hashing
-vectorizer is stateless: only its settings are saved), a sparse dot product per document.
+so it is a logistic regression over two cheap views of the document's start: hashed word 1-2-gram counts (no
+vocabulary to fit or store: the hashing vectorizer is stateless) and a static embedding (components/clean/
+embed.py: a tokenizer pass and an average of token vectors, no neural network at run time). Either alone
+transfers less well to sources it was not trained on than the two together (benchmarks/RESULTS.md,
+leave-one-source-out).
+
+The model is saved as safetensors (weights) with JSON metadata: a stage output can arrive from a shared DVC
+remote, and loading it must not be able to run code, which pickle (joblib) files can.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import joblib
 import numpy as np
 from pydantic import Field, model_validator
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save_file
+from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from components.clean.embed import embedder, embedder_name
 from components.params import StrictModel
 
-FORMAT_VERSION = 1  # of the saved file; bump when its contents change
+FORMAT_VERSION = 2  # of the saved file; bump when its contents change
+FILENAME = "quality_model.safetensors"
 
 
 class QualityParams(StrictModel):
@@ -28,9 +39,10 @@ class QualityParams(StrictModel):
     keep_fraction: float | None = Field(0.8, gt=0, le=1, description="or keep this top share of crawl documents")
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="share of training documents held out to report")
     seed: int = 1
-    n_features: int = Field(2**20, gt=0, description="hash buckets; collisions are rare below ~1M distinct n-grams")
+    regularization: float = Field(1.0, gt=0, description="inverse L2 strength C of the logistic regression")
+    n_features: int = Field(2**18, gt=0, description="hash buckets for the word 1-2-grams")
     max_chars: int = Field(5000, gt=0, description="only a document's start is read: cost stays flat per document")
-    positive_sources: list[str] = Field(["wiki*", "gutenberg*", "shakespeare"],
+    positive_sources: list[str] = Field(["wiki*", "gutenberg*", "shakespeare", "inaugural", "state_union"],
                                         description="curated sources (name patterns) used as positives")
     negative_sources: list[str] = Field(["c4", "dolma*"], description="curated web text (name patterns) added "
                                         "to the random crawl sample as negatives; a tiny crawl alone is too few")
@@ -43,58 +55,80 @@ class QualityParams(StrictModel):
         return self
 
 
+class UnsafeModelFile(ValueError):
+    """A classifier file that is not safetensors (a pickle, say): refused, never deserialized."""
+
+
 class QualityModel:
     """score(texts) is the probability that each text is curated-like, in [0, 1]."""
 
-    def __init__(self, vectorizer: HashingVectorizer, classifier: LogisticRegression, max_chars: int):
-        self.vectorizer = vectorizer
-        self.classifier = classifier
+    def __init__(self, weights: np.ndarray, bias: float, max_chars: int, n_features: int):
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.bias = float(bias)
         self.max_chars = max_chars
+        self.n_features = n_features
 
     def score(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.empty(0)
-        features = self.vectorizer.transform([text[: self.max_chars] for text in texts])
-        return self.classifier.predict_proba(features)[:, 1]
+        return self.score_features(featurize(texts, self.max_chars, self.n_features))
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        logits = np.asarray(features @ self.weights, dtype=np.float64) + self.bias
+        return 1 / (1 + np.exp(-logits))
 
     def save(self, path: Path) -> None:
-        contents = {"version": FORMAT_VERSION, "vectorizer": self.vectorizer.get_params(),
-                    "classifier": self.classifier, "max_chars": self.max_chars}
-        joblib.dump(contents, path)
+        meta = {"version": str(FORMAT_VERSION), "embedder": embedder_name(), "max_chars": str(self.max_chars),
+                "n_features": str(self.n_features)}
+        save_file({"weights": self.weights, "bias": np.array([self.bias], dtype=np.float64)}, str(path), metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> QualityModel:
-        """Unpickles: load only files this project wrote (pickle runs code)."""
-        contents = joblib.load(path)
-        if contents.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: quality model format {contents.get('version')}, expected {FORMAT_VERSION}")
-        return cls(HashingVectorizer(**contents["vectorizer"]), contents["classifier"], contents["max_chars"])
+        """Reads safetensors only: a header of JSON and raw arrays, nothing that can execute."""
+        try:
+            with safe_open(str(path), framework="numpy") as file:
+                meta = file.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+            raise UnsafeModelFile(f"{path} is not a safetensors quality model ({err}); refusing to read it any "
+                                  "other way. Rerun the clean stage to write one.") from err
+        if meta.get("version") != str(FORMAT_VERSION) or meta.get("embedder") != embedder_name():
+            raise ValueError(f"{path}: quality model format {meta.get('version')} on {meta.get('embedder')}, "
+                             f"expected {FORMAT_VERSION} on {embedder_name()}; rerun the clean stage")
+        return cls(tensors["weights"], float(tensors["bias"][0]), int(meta["max_chars"]), int(meta["n_features"]))
 
 
-def make_vectorizer(params: QualityParams) -> HashingVectorizer:
+def featurize(texts: list[str], max_chars: int, n_features: int) -> sparse.csr_matrix:
+    """[static embedding | hashed word 1-2-gram counts] of each text's first max_chars characters."""
+    heads = [text[:max_chars] for text in texts]
     # alternate_sign=False keeps counts non-negative so colliding n-grams add up instead of cancelling.
-    return HashingVectorizer(ngram_range=(1, 2), n_features=params.n_features, alternate_sign=False, norm="l2")
+    ngrams = HashingVectorizer(ngram_range=(1, 2), n_features=n_features, alternate_sign=False, norm="l2")
+    return sparse.hstack([sparse.csr_matrix(embedder().embed(heads)), ngrams.transform(heads)], format="csr")
 
 
 def train(positives: list[str], negatives: list[str], params: QualityParams) -> tuple[QualityModel, dict]:
     """Fit on all but a stratified holdout, and report on the holdout; the returned model is the one measured."""
     if len(positives) < 2 or len(negatives) < 2:
         raise ValueError(f"need at least 2 positives and 2 negatives, got {len(positives)} and {len(negatives)}")
-    texts = [text[: params.max_chars] for text in positives + negatives]
+    features = featurize(positives + negatives, params.max_chars, params.n_features)
     labels = np.array([1] * len(positives) + [0] * len(negatives))
-    train_texts, holdout_texts, train_labels, holdout_labels = train_test_split(
-        texts, labels, test_size=params.holdout_fraction, stratify=labels, random_state=params.seed)
-    vectorizer = make_vectorizer(params)
+    train_x, holdout_x, train_y, holdout_y = train_test_split(
+        features, labels, test_size=params.holdout_fraction, stratify=labels, random_state=params.seed)
+    model = fit(train_x, train_y, params)
+    scores = model.score_features(holdout_x)
+    report = {"holdout_accuracy": float(accuracy_score(holdout_y, scores >= 0.5)),
+              "holdout_auc": float(roc_auc_score(holdout_y, scores)),
+              "n_pos": len(positives), "n_neg": len(negatives), "n_holdout": len(holdout_y),
+              "embedder": embedder_name()}
+    return model, report
+
+
+def fit(features: np.ndarray, labels: np.ndarray, params: QualityParams) -> QualityModel:
     # Balanced class weights: curated and crawl sets rarely have the same size, and the score must not
     # simply learn the prior.
-    classifier = LogisticRegression(class_weight="balanced", max_iter=1000)
-    classifier.fit(vectorizer.transform(train_texts), train_labels)
-    model = QualityModel(vectorizer, classifier, params.max_chars)
-    scores = model.score(holdout_texts)
-    report = {"holdout_accuracy": float(accuracy_score(holdout_labels, scores >= 0.5)),
-              "holdout_auc": float(roc_auc_score(holdout_labels, scores)),
-              "n_pos": len(positives), "n_neg": len(negatives), "n_holdout": len(holdout_texts)}
-    return model, report
+    classifier = LogisticRegression(C=params.regularization, class_weight="balanced", max_iter=1000)
+    classifier.fit(features, labels)
+    return QualityModel(classifier.coef_[0], classifier.intercept_[0], params.max_chars, params.n_features)
 
 
 def cutoff(scores: np.ndarray, params: QualityParams) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from components.clean.doc import Doc
 from components.clean.domain import DOMAINS, DomainClassifier, classify
-from components.clean.quality import QualityModel, QualityParams, cutoff, train
+from components.clean.quality import QualityModel, QualityParams, UnsafeModelFile, cutoff, train
 from components.curated import CuratedSource, read_source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,9 +59,30 @@ def test_scores_are_probabilities_and_survive_save_and_load(trained, tmp_path):
     sample = texts("web-docs/dolma-tests/*.jsonl.gz", "jsonl") + ["", "a"]
     scores = model.score(sample)
     assert scores.shape == (len(sample),) and ((scores >= 0) & (scores <= 1)).all()
-    model.save(tmp_path / "quality.joblib")
-    assert np.array_equal(QualityModel.load(tmp_path / "quality.joblib").score(sample), scores)
+    model.save(tmp_path / "quality.safetensors")
+    assert np.array_equal(QualityModel.load(tmp_path / "quality.safetensors").score(sample), scores)
     assert model.score([]).shape == (0,)
+
+
+class WritesMarker:
+    """A pickle payload: unpickling it calls Path.write_text, as an attacker's file would run any code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.write_text, (self.marker, "code ran")
+
+
+def test_a_pickled_classifier_is_refused_and_never_unpickled(tmp_path):
+    """A stage output can come from a shared DVC remote: a pickle where the model belongs must not run."""
+    marker, planted = tmp_path / "marker", tmp_path / "quality_model.safetensors"
+    planted.write_bytes(pickle.dumps({"version": 2, "classifier": WritesMarker(marker)}))
+    with pytest.raises(UnsafeModelFile, match="not a safetensors quality model"):
+        QualityModel.load(planted)
+    assert not marker.exists(), "loading the classifier ran the pickle's code"
+    pickle.loads(planted.read_bytes())  # the payload is live: unpickling it does write the marker
+    assert marker.read_text() == "code ran"
 
 
 def test_cutoff_keeps_the_requested_share():
