@@ -184,12 +184,16 @@ def ingest(
 @app.command()
 def clean(
     records: Annotated[Path, typer.Option("--in", help="ingest output: records-*.parquet")],
-    curated: Annotated[Path, typer.Option(help="curate output: the quality classifier's positives")],
     out: Annotated[Path, typer.Option(help="output folder")],
+    curated: Annotated[Path | None, typer.Option(help="curate output: the quality classifier's positives")] = None,
+    quality_model: Annotated[Path | None, typer.Option(
+        help="without --curated: a previous run's quality_model.safetensors to score with")] = None,
     preset: Annotated[str, typer.Option(help="preset from params.yaml")] = "tiny",
     set_: Sets = None,
 ) -> None:
-    """Clean crawl records outside the DAG, with the clean section of params.yaml (--set clean.KEY=VALUE)."""
+    """Clean crawl records outside the DAG, with the clean section of params.yaml (--set clean.KEY=VALUE).
+    Without --curated (a crawl of your own) every other step runs, and the quality step is skipped unless
+    --quality-model gives a classifier from a previous run."""
     from components.clean.params import CleanParams
     from components.clean.pipeline import clean as clean_records
     from components.storage import staged_dir
@@ -201,9 +205,12 @@ def clean(
     except ParamsError as err:
         _fail(str(err))
     with staged_dir(out) as staging:
-        summary = clean_records(params, records, curated, staging)
+        summary = clean_records(params, records, curated, staging, quality_model=quality_model)
     kept = {step: s["docs_out"] for step, s in summary["steps"].items()}
     typer.echo(f"{summary['documents']} documents → {out}; after each step: {json.dumps(kept)}")
+    if "skipped" in summary["quality_model"]:
+        typer.echo(f"quality classifier skipped: {summary['quality_model']['skipped']} (pass --curated DIR or "
+                   "--quality-model FILE)")
 
 
 @app.command()
