@@ -128,7 +128,8 @@ def _start_servers(state: dict, names: list[str]) -> None:
 
 
 def _start_worker(state: dict) -> None:
-    env = _env(state["s3"]) | {"PREFECT_WORKER_QUERY_SECONDS": "5", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
+    env = _env(state["s3"]) | {"PREFECT_WORKER_QUERY_SECONDS": "5",
+                               "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
     cmd = [venv_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
     state["services"]["worker"] = start_service("worker", cmd, env, None)
     _save_state(state)

@@ -3,7 +3,8 @@ the Prefect server restarted and the MLflow server down during pretraining, the 
 push. Each test says how long recovery took (`-s` shows the RECOVERY lines; docs/reliability.md has them).
 
 The tests share one stack (`--s3`, free ports) and one workspace, in order: each starts from what the one
-before built, which keeps the whole module near 15-25 minutes on 2 busy cores."""
+before built. Slow: the first two took 38 min together on 2 cores under a load of 25 (the data stages and the
+tokenizer, not the faults, take the time)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ import yaml
 from tests.conftest import make_workspace
 from tests.faults.stackctl import BIN, FINAL, Prefect, cli, crash, stack_env, stack_state, with_client_env
 
-pytestmark = [pytest.mark.stack, pytest.mark.heavy, pytest.mark.timeout(1800)]  # minutes each, on a busy machine
+pytestmark = [pytest.mark.stack, pytest.mark.heavy, pytest.mark.timeout(2400)]  # minutes each, on a busy machine
 
 DATA_STAGES = ["ingest", "curate", "clean"]
 PRETRAINING = [*DATA_STAGES, "mix", "tokenizer", "tokenize", "pretrain"]
@@ -40,7 +41,7 @@ def stack(tmp_path_factory, data_dir):
         cli("llm-lifecycle", "stack", "down", env=env, cwd=ws, timeout=180)
 
 
-def run_to_end(prefect: Prefect, stages: list[str], timeout_s: float = 900, **parameters) -> tuple[str, dict]:
+def run_to_end(prefect: Prefect, stages: list[str], timeout_s: float = 1200, **parameters) -> tuple[str, dict]:
     run = prefect.trigger("llm-lifecycle/full", {"stages": stages, **parameters})
     return run, prefect.wait_state(run, FINAL, timeout_s)
 
@@ -73,7 +74,8 @@ def test_a_killed_worker_leaves_a_crashed_run_and_the_rerun_skips_what_completed
     stages = [*DATA_STAGES, "mix", "tokenizer", "tokenize"]
     before = stack_state(ws)["services"]
     run = prefect.trigger("llm-lifecycle/full", {"stages": stages})  # the data stages are done: mix runs first
-    assert _wait_for_lock_entry(ws, "mix", timeout_s=600), "the run did not finish the mix stage within 600 s"
+    # killed in the last stage, so the rerun has one stage to run (the tokenizer took 9 min under a load of 27)
+    assert _wait_for_lock_entry(ws, "tokenizer", timeout_s=1200), "the run did not finish the tokenizer in 1200 s"
     killed = time.monotonic()
     crash(before["worker"]["pid"])  # the worker, its flow-run process, DVC and the stage under it
 
@@ -91,7 +93,7 @@ def test_a_killed_worker_leaves_a_crashed_run_and_the_rerun_skips_what_completed
     rerun, state = run_to_end(prefect, stages)
     assert state["type"] == "COMPLETED", state
     tasks = prefect.task_states(rerun)
-    assert all(tasks[name] == "Skipped" for name in [*DATA_STAGES, "mix"]), tasks
+    assert all(tasks[name] == "Skipped" for name in [*DATA_STAGES, "mix", "tokenizer"]), tasks
     recovered("rerun completed after the worker was killed", time.monotonic() - killed)
     assert_workspace_consistent(ws, env, stages)
 
@@ -101,11 +103,10 @@ def test_pretraining_survives_an_mlflow_outage_and_a_prefect_restart(stack):
     from mlflow import MlflowClient
 
     mlflow = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    experiment = mlflow.get_experiment_by_name("llm-lifecycle").experiment_id
     started = time.time() * 1000
     # a pause per step stretches pretraining past the outages without using more CPU
     run = prefect.trigger("llm-lifecycle/full", {"stages": PRETRAINING, "overrides": {"pretrain.step_pause_s": 1.0}})
-    stage_run = _wait_for_training_metrics(mlflow, experiment, started, timeout_s=600)
+    stage_run = _wait_for_training_metrics(mlflow, started, timeout_s=900)
 
     services = stack_state(ws)["services"]
     crash(services["mlflow"]["pid"])
@@ -121,7 +122,7 @@ def test_pretraining_survives_an_mlflow_outage_and_a_prefect_restart(stack):
     assert up.returncode == 0 and up.stdout.startswith("restarted prefect (down)"), up.stdout + up.stderr
     recovered("Prefect server restarted", time.monotonic() - down_at)
 
-    state = prefect.wait_state(run, FINAL, 900)
+    state = prefect.wait_state(run, FINAL, 1500)
     assert state["type"] == "COMPLETED", state
     recovered("pretraining run completed after both outages", time.monotonic() - down_at)
     logged = {m.step for m in mlflow.get_metric_history(stage_run, "loss")}
@@ -165,11 +166,13 @@ def _wait_for_lock_entry(ws, stage: str, timeout_s: float) -> bool:
     return False
 
 
-def _wait_for_training_metrics(mlflow, experiment: str, since_ms: float, timeout_s: float) -> str:
+def _wait_for_training_metrics(mlflow, since_ms: float, timeout_s: float) -> str:
     """The id of the pretrain stage run started after `since_ms` once MLflow holds its first training loss."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        runs = mlflow.search_runs([experiment], f"tags.`llm.stage` = 'pretrain' and attributes.start_time > {since_ms:.0f}")
+        experiment = mlflow.get_experiment_by_name("llm-lifecycle")  # created by the run's first stage
+        query = f"tags.`llm.stage` = 'pretrain' and attributes.start_time > {since_ms:.0f}"
+        runs = mlflow.search_runs([experiment.experiment_id], query) if experiment else []
         if runs and "loss" in runs[0].data.metrics:
             return runs[0].info.run_id
         time.sleep(2)
