@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# Pretraining tokens/s and MFU of components.train on one GPU: the gpu preset's model (depth 16, ≈270M
-# parameters, seq 2048, bf16, ZeRO-1, micro-batch 16) on synthetic token shards (vocab 32768, 64M tokens), then
-# depth 24 (≈780M) while the time budget lasts; --compile adds a torch.compile run after each. It runs
-# `benchmarks/pretrain_throughput.py mfu`: one torchrun rank per run, 200 steps, the first 10 not timed, no
-# checkpoint; MFU is against the datasheet's dense bf16 peak (components.train.mfu: 989 TFLOP/s for H100/H200).
+# Pretraining tokens/s, MFU and peak GPU memory of components.train on one GPU, for the gpu preset's model (depth 16,
+# ≈270M parameters, seq 2048, bf16, ZeRO-1, micro-batch 16) on synthetic token shards (vocab 32768, 64M tokens),
+# in four variants, one run each:
+#
+#     compile    loss       what it measures
+#     blocks     chunked    the trainer as configured: each decoder block torch.compiled, the LM head + cross-entropy
+#                           in chunks recomputed in the backward (components/train/objectives/causal_lm.py)
+#     model      chunked    the whole model compiled in one graph instead
+#     blocks     plain      the full (tokens x vocabulary) logits materialised, one cross-entropy
+#     model      plain      both old choices
+#
+# It runs `benchmarks/pretrain_throughput.py mfu --depths 16 --compile-mode MODE --loss LOSS` per variant: one
+# torchrun rank, --steps 100 (the first 10 not timed), no checkpoint; MFU is against the datasheet's dense bf16 peak
+# of the exact device name (components/train/mfu.py: 989 TFLOP/s for "NVIDIA H200"). Each run stops at the
+# per-run budget, so the four take about 7 minutes at most (plus the wheels' install).
+# NEEDS, from the engine (issue 16 items 1-2, another engineer's): TrainConfig switches for whole-model vs per-block
+# compile and plain vs chunked loss, forwarded by `pretrain_throughput.py mfu` as --compile-mode {blocks,model}
+# and --loss {chunked,plain}. Until they exist the script stops at its first line of output saying so.
 #
 # Made for the lent H200 (the device tool): nothing can be downloaded there, and its image has torch but neither
 # DeepSpeed nor pydantic, so they travel as wheels.
@@ -12,12 +25,10 @@
 #        its sdist without ops (pure Python), and hjson, pydantic, pydantic-core, annotated-types,
 #        typing-inspection, typing-extensions for the image's Python 3.12.
 #   2. The device tool:
-#        run(command="bash benchmarks/gpu_pretrain.sh", carry=[".llm-lifecycle/wheels"], timeout_s=600)
-#      or command="bash benchmarks/gpu_pretrain.sh --compile". Runs start only within the first 480 s
-#      (--budget) and are stopped at its end, so the command ends in about 9 minutes at most; $OUT brings back
-#      results.md (the table), metrics-<run>.jsonl (every step) and gpu_pretrain.log (everything printed).
+#        run(command="bash benchmarks/gpu_pretrain.sh", carry=[".llm-lifecycle/wheels"], timeout_s=540)
+#      $OUT brings back results.md (one table, a row per variant), metrics-<run>.jsonl and gpu_pretrain.log.
 #   3. Here, on CPU, the same code on a tiny model for 3 steps:  bash benchmarks/gpu_pretrain.sh --dry-run
-# Further arguments go to `pretrain_throughput.py mfu`, e.g. --depths 16 --micro-batch 32 --steps 300.
+# Further arguments go to every `pretrain_throughput.py mfu` run, e.g. --micro-batch 32 --steps 150.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.llm-lifecycle/wheels
@@ -34,10 +45,33 @@ wheels() {
   ls -l "$WHEELS"
 }
 
+VARIANTS=("blocks chunked" "model chunked" "blocks plain" "model plain")
+RUN_BUDGET_S=100  # per variant: 4 x 100 s + start-up and wheels stay under 8 minutes
+
+variants() {  # PYTHON, then the arguments for every run
+  local python=$1 mode loss
+  shift
+  if ! "$python" benchmarks/pretrain_throughput.py mfu --help | grep -q -- "--compile-mode"; then
+    echo "pretrain_throughput.py mfu has no --compile-mode/--loss yet: the engine's switches for whole-model vs" \
+         "per-block compile and plain vs chunked loss are not there (see this script's header)" >&2
+    return 2
+  fi
+  for variant in "${VARIANTS[@]}"; do
+    read -r mode loss <<< "$variant"
+    "$python" benchmarks/pretrain_throughput.py mfu --compile-mode "$mode" --loss "$loss" \
+      --out "$OUT/$mode-$loss" "$@"
+  done
+  # one table: the first run's header (device, shape; columns), then each run's rows named by their variant
+  { sed -n '1,4p' "$OUT/${VARIANTS[0]// /-}/results.md"
+    for variant in "${VARIANTS[@]}"; do
+      sed -n '5,$p' "$OUT/${variant// /-}/results.md" | sed "s/^| /| compile ${variant% *}, ${variant#* } loss: /"
+    done; } > "$OUT/results.md"
+  cat "$OUT/results.md"
+}
+
 dry_run() {
   source infra/env.sh
-  python benchmarks/pretrain_throughput.py mfu --depths 2 --seq 64 --micro-batch 2 --steps 3 --skip 1 \
-    --tokens 200000 --budget 600 --out "$OUT" "$@"
+  variants python --depths 2 --seq 64 --micro-batch 2 --steps 3 --skip 1 --tokens 200000 --budget 600 "$@"
 }
 
 on_gpu() {
@@ -49,7 +83,7 @@ on_gpu() {
   python3 -c 'import torch, deepspeed, transformers, pydantic
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), deepspeed {deepspeed.__version__}, "
       f"transformers {transformers.__version__}, pydantic {pydantic.__version__}")'
-  python3 benchmarks/pretrain_throughput.py mfu --out "$OUT" "$@"
+  variants python3 --depths 16 --steps 100 --skip 10 --budget "$RUN_BUDGET_S" "$@"
 }
 
 case ${1:-} in
