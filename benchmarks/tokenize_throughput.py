@@ -1,6 +1,6 @@
 """Throughput of the tokenize stage's pack() against raw `tokenizers` batch encoding of the same texts.
 
-    DO_NOT_TRACK=1 .venv/bin/python benchmarks/tokenize_throughput.py [--mb 30] [--workers 1 2] [--rounds 2]
+    DO_NOT_TRACK=1 .venv/bin/python benchmarks/tokenize_throughput.py [--mb 30] [--settings 1 2 2x2] [--rounds 3]
         [--tokenizer DIR]
 
 Input: mix-like Parquet shards (columns id, text, source, domain, quality, url, epoch; 1,000 documents each)
@@ -15,10 +15,11 @@ validation: ~2% of 5%) with special-token text encoded as text, in batches of 25
 - raw:  Tokenizer.encode_batch_fast / encode_batch over texts already in memory (Parquet read not timed),
         the Rust side's own thread pool on every core, results counted and dropped;
 - pack: components.tokenize.pack() from Parquet shards to merged, hashed .bin shards and manifest, wall clock,
-        on the local executor with each --workers value (workers=1: in this process, the Rust thread pool on
-        every core; more: one encoding thread per worker process).
-Each measurement runs in a fresh (spawned) interpreter, raw and pack alternately, --rounds times each; the best
-is kept.
+        on the local executor with each --settings value W or WxT: W workers (1: in this process, the Rust thread
+        pool on every core), T tokenizer threads in each (default: cores // W, TokenizeParams.threads_per_worker).
+Each measurement runs in a fresh (spawned) interpreter, raw and every setting alternately, --rounds times; the
+table gives the best round and, per setting, the median and range of its ratio to raw encode_batch_fast in the
+same round (the machine's load moves between rounds).
 Token rates count document tokens (EOTs excluded). Wall-clock rates depend on what else the machine runs;
 tokens per CPU-second (this process's threads and its worker processes) somewhat less.
 """
@@ -40,7 +41,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from components.clean.executor import ExecutorParams
 from components.curated.readers import read_gutenberg, read_jsonl, read_text, read_wikitext
 from components.tokenize import TokenizeParams, pack
-from components.tokenize.pack import load_tokenizer
+from components.tokenize.pack import load_tokenizer, threads_per_worker, usable_cores
 
 DATA = Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
@@ -131,9 +132,11 @@ def raw(tokenizer_dir: Path, inputs: dict, fast: bool) -> tuple[float, float, in
     return time.perf_counter() - start, cpu_seconds() - cpu, tokens, len(texts)
 
 
-def packed(tokenizer_dir: Path, inputs: dict, workers: int, out: Path) -> tuple[float, float, int, int]:
+def packed(tokenizer_dir: Path, inputs: dict, setting: str, out: Path) -> tuple[float, float, int, int]:
     shutil.rmtree(out, ignore_errors=True)
-    params = TokenizeParams(executor=ExecutorParams(workers=workers))
+    workers, _, threads = setting.partition("x")
+    params = TokenizeParams(executor=ExecutorParams(workers=int(workers)), threads_per_worker=int(threads) if threads
+                            else None)
     start, cpu = time.perf_counter(), cpu_seconds()
     manifest = pack(params, tokenizer_dir, "benchmark", inputs, out, progress=False)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
@@ -144,9 +147,10 @@ def packed(tokenizer_dir: Path, inputs: dict, workers: int, out: Path) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, default=30)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--settings", nargs="+", default=["1", "2", "2x2"],
+                        help="W (workers, threads = cores // W) or WxT (T tokenizer threads per worker)")
     parser.add_argument("--tokenizer", type=Path)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tokenize-bench-"))
     try:
@@ -157,31 +161,39 @@ def main() -> None:
         mb = sum(len(t.encode()) for t in texts) / 1e6
         print(f"input: {len(texts)} documents, {mb:.1f} MB of text, {sum(map(len, inputs.values()))} shards; "
               f"vocab {Tokenizer.from_file(str(tokenizer_dir / 'tokenizer.json')).get_vocab_size()}; "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before")
-        report(tokenizer_dir, inputs, args.workers, args.rounds, work / "out")
+              f"{usable_cores()} usable cores, load average {os.getloadavg()[0]:.1f} before")
+        report(tokenizer_dir, inputs, args.settings, args.rounds, work / "out")
+        print(f"load average {os.getloadavg()[0]:.1f} after")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(tokenizer_dir: Path, inputs: dict, workers: list[int], rounds: int, out: Path) -> None:
-    runs = {"raw encode_batch_fast": [], "raw encode_batch": [], **{f"pack workers={w}": [] for w in workers}}
+def setting_name(setting: str) -> str:
+    workers, _, threads = setting.partition("x")
+    return f"pack {workers}w x {threads or threads_per_worker(None, int(workers))}t"
+
+
+def report(tokenizer_dir: Path, inputs: dict, settings: list[str], rounds: int, out: Path) -> None:
+    runs = {"raw encode_batch_fast": [], "raw encode_batch": [], **{setting_name(s): [] for s in settings}}
     for _ in range(rounds):  # alternate, so a burst of load from elsewhere does not favour one side
         runs["raw encode_batch_fast"].append(fresh(raw, tokenizer_dir, inputs, True))
         runs["raw encode_batch"].append(fresh(raw, tokenizer_dir, inputs, False))
-        for w in workers:
-            runs[f"pack workers={w}"].append(fresh(packed, tokenizer_dir, inputs, w, out))
+        for setting in settings:
+            runs[setting_name(setting)].append(fresh(packed, tokenizer_dir, inputs, setting, out))
     rate = {name: max(tokens / seconds for seconds, _, tokens, _ in results) for name, results in runs.items()}
     per_cpu = {name: max(tokens / cpu for _, cpu, tokens, _ in results) for name, results in runs.items()}
     baseline = "raw encode_batch_fast"
     print(f"{'':24}{'wall s':>8}{'CPU s':>8}{'tokens':>10}{'docs':>7}{'Mtok/s':>8}{'docs/s':>8}{'ratio':>7}"
-          f"{'Mtok/CPU-s':>12}{'ratio':>7}")
+          f"{'Mtok/CPU-s':>12}{'ratio':>7}   per-round wall ratio: median (range)")
     for name, results in runs.items():
         seconds, cpu, tokens, docs = min(results)
+        paired = sorted(base[0] / own[0] for own, base in zip(results, runs[baseline]))
         print(f"{name:24}{seconds:8.2f}{cpu:8.2f}{tokens:10d}{docs:7d}{rate[name] / 1e6:8.2f}{docs / seconds:8.0f}"
               f"{rate[name] / rate[baseline]:6.2f}x{per_cpu[name] / 1e6:12.2f}"
-              f"{per_cpu[name] / per_cpu[baseline]:6.2f}x")
+              f"{per_cpu[name] / per_cpu[baseline]:6.2f}x   {paired[len(paired) // 2]:.2f}x "
+              f"({paired[0]:.2f}-{paired[-1]:.2f})")
     print(f"best of {rounds} runs each; ratio: against raw encode_batch_fast "
-          "(wall: tokens/s; CPU: tokens per CPU-second)")
+          "(wall: tokens/s; CPU: tokens per CPU-second); per-round: against the raw run just before it")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def pack(params: TokenizeParams, tokenizer_dir: Path, tokenizer_digest: str, inp
     pieces_dir = out_dir / ".pieces"  # on the output's filesystem: Dask workers elsewhere must see it too
     pieces_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(str(tokenizer_file), eot_id, dtype.name, params.seed, params.val_fraction,
-                        params.batch_docs, str(pieces_dir), this_process())
+                        params.batch_docs, str(pieces_dir), this_process(), params.threads_per_worker,
+                        params.executor.workers)
     paths = [(kind, str(path)) for kind in INPUT_KINDS for path in inputs.get(kind, [])]
     jobs = [Job(index, kind, path) for index, (kind, path) in enumerate(paths)]
     results = map_shards(tokenize_shard, jobs, (settings,), params.executor, "tokenize", progress)

@@ -45,6 +45,8 @@ class Settings(NamedTuple):
     batch_docs: int
     pieces_dir: str
     caller: str  # this_process() of pack's caller
+    threads: int | None  # the tokenizer's threads in each worker process; None: cores // workers
+    workers: int
 
 
 def this_process() -> str:
@@ -86,14 +88,30 @@ def split_of(kind: str, doc_id: str, settings: Settings) -> str | None:
     return None if held_out else "anneal"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_worker(threads: int | None, workers: int) -> int:
+    """The tokenizer's thread pool and the worker processes share the cores: each worker gets its share."""
+    return threads or max(1, usable_cores() // workers)
+
+
+def size_thread_pool(settings: Settings) -> None:
+    """In an executor's worker, size the tokenizers library's Rust thread pool before its first use (it is
+    built once per process, from RAYON_NUM_THREADS): workers x every core would put several threads on each
+    core, and they fight over them. The caller's own process (one worker) keeps its pool on every core."""
+    if this_process() == settings.caller:
+        return
+    threads = threads_per_worker(settings.threads, settings.workers)
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
+
+
 def tokenize_shard(job: Job, settings: Settings) -> dict:
     """Step 1 for one input shard: returns its pieces (one per split it feeds) and how many documents it dropped."""
-    if this_process() != settings.caller:
-        # In an executor's worker the processes are the parallelism (the Python half of the work, converting and
-        # writing ids, runs on one thread per process); a Rust thread pool of every core in each of them would
-        # put workers x cores threads on the cores. In the caller's own process (one worker) the pool is the
-        # only parallelism, so it is left on.
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    size_thread_pool(settings)
     tokenizer = load_tokenizer(settings.tokenizer_file)
     writers: dict[str, PieceWriter] = {}
     dropped = 0

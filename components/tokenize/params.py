@@ -14,6 +14,9 @@ class TokenizeParams(StrictModel):
     shard_tokens: int = Field(50_000_000, gt=0, description="most tokens per output shard, cut at document "
                               "boundaries (a single longer document gets a shard of its own)")
     batch_docs: int = Field(256, gt=0, description="documents per Parquet record batch and encode_batch call")
-    executor: ExecutorParams = Field(ExecutorParams(), description="one task per input shard; a worker process "
-                                     "encodes on one thread, so use as many workers as cores (one worker: this "
-                                     "process, on the tokenizer's thread pool)")
+    executor: ExecutorParams = Field(ExecutorParams(workers=1), description="one task per input shard (one "
+                                     "worker: this process, the tokenizer's thread pool on every core; the "
+                                     "fastest setting measured, see benchmarks/RESULTS.md)")
+    threads_per_worker: int | None = Field(None, gt=0, description="the tokenizer's threads in each worker process; "
+                                           "null: the cores divided among the workers, so that workers x threads "
+                                           "fill the cores without oversubscribing them")

@@ -2,7 +2,9 @@
 reproducible, literal special-token text stays text, and each broken rule is named."""
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import shutil
 
 import numpy as np
@@ -15,6 +17,7 @@ from components.tokenize import (ContractError, TokenizeParams, check_contract, 
                                  require_compatible, violations)
 from components.tokenize.pack import load_tokenizer
 
+pack_module = importlib.import_module("components.tokenize.pack")  # the package's `pack` is the function
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 EOT_ID, DIGEST = 1, "sha256:test-tokenizer"
 LITERAL = "A document that mentions <|end_of_text|> in its text, and <|im_start|> too."
@@ -117,11 +120,13 @@ def test_no_document_is_on_both_sides_of_the_validation_split(packed, tokenizer_
 
 def test_output_bytes_do_not_depend_on_the_run_or_the_number_of_workers(packed, tokenizer_dir, inputs, tmp_path):
     out, manifest = packed
-    for workers in (1, 2):
-        again = pack(PARAMS.model_copy(update={"executor": ExecutorParams(workers=workers)}), tokenizer_dir, DIGEST,
-                     inputs, tmp_path / f"w{workers}", progress=False)
-        assert again == manifest
-        assert (tmp_path / f"w{workers}" / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+    for workers, threads in ((1, None), (2, None), (2, 2)):
+        again = pack(PARAMS.model_copy(update={"executor": ExecutorParams(workers=workers),
+                                               "threads_per_worker": threads}), tokenizer_dir, DIGEST,
+                     inputs, tmp_path / f"w{workers}t{threads}", progress=False)
+        assert again == manifest, f"{workers} workers x {threads} threads wrote other shards"
+        written = (tmp_path / f"w{workers}t{threads}" / "manifest.json").read_bytes()
+        assert written == (out / "manifest.json").read_bytes()
     reseeded = pack(PARAMS.model_copy(update={"seed": 2}), tokenizer_dir, DIGEST, inputs, tmp_path / "s2", False)
     assert reseeded["splits"]["val"] != manifest["splits"]["val"]
 
@@ -227,3 +232,20 @@ def test_a_stray_shard_and_no_shards_are_violations(packed, tmp_path):
                for m in violations(check_contract(out, 500, DIGEST, EOT_ID)))
     assert violations(check_contract(out, 500, DIGEST, EOT_ID).iloc[:0]) == [
         "no shards: expected at least one token shard, found none"]
+
+
+def test_workers_share_the_cores_with_the_tokenizers_thread_pool(monkeypatch):
+    """Each worker process's Rust pool gets cores // workers threads (at least 1), unless set; the caller's own
+    process (one worker) keeps its pool on every core."""
+    monkeypatch.setattr(pack_module, "usable_cores", lambda: 16)
+    assert [pack_module.threads_per_worker(None, w) for w in (1, 2, 4, 16, 32)] == [16, 8, 4, 1, 1]
+    assert pack_module.threads_per_worker(3, 4) == 3
+    for variable in ("RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = pack_module.Settings("t.json", 1, "uint16", 1, 0.1, 16, ".", pack_module.this_process(), None, 4)
+    pack_module.size_thread_pool(settings)
+    assert "RAYON_NUM_THREADS" not in os.environ  # in the caller: left alone
+    pack_module.size_thread_pool(settings._replace(caller="elsewhere:1"))
+    assert (os.environ["RAYON_NUM_THREADS"], os.environ["TOKENIZERS_PARALLELISM"]) == ("4", "true")
+    pack_module.size_thread_pool(settings._replace(caller="elsewhere:1", workers=16))
+    assert (os.environ["RAYON_NUM_THREADS"], os.environ["TOKENIZERS_PARALLELISM"]) == ("1", "false")
