@@ -371,6 +371,8 @@ def main() -> None:
                         "report the best time of each")
     parser.add_argument("--no-variant", action="store_true", help="skip our extra rows (VARIANTS)")
     parser.add_argument("--no-minhash", action="store_true", help="extraction + filters only, both sides")
+    parser.add_argument("--no-agreement", action="store_true",
+                        help="throughput only: skip the per-filter decision passes and their report")
     parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     bench, run = args.bench_dir, str(args.bench_dir / "input" / "run")
@@ -408,8 +410,9 @@ def main() -> None:
         for label, overrides in VARIANTS.items():
             var, var_s = _side(sys.executable, ["--side", "ours", *common, "--overrides", json.dumps(overrides)])
             rows.append((label, var["docs_in"], var_s, var))
-    _side(sys.executable, ["--side", "ours-decisions", *common])
-    _side(args.dt_python, ["--side", "dt-decisions", *common], _dt_env(bench), DT_SIDE)
+    if not args.no_agreement:
+        _side(sys.executable, ["--side", "ours-decisions", *common])
+        _side(args.dt_python, ["--side", "dt-decisions", *common], _dt_env(bench), DT_SIDE)
 
     common_docs = ours["docs_in"]
     dedup = "MinHash dedup excluded on both sides" if args.no_minhash else "incl. MinHash dedup"
@@ -444,7 +447,8 @@ def main() -> None:
                 dedup_s = f", 4 MinHash stages {r['dedup_wall_s']:.1f} s (survivors {survivors})"
             report.append(f"- {name}: pipeline wall {r['filter_wall_s']:.1f} s{dedup_s}; per step: {steps}; "
                           f"extraction timeouts {extract.get('timeout', 0)}; written by the filter pipeline {written}")
-    report += [""] + agreement_report(bench / "agree" / "ours.jsonl", bench / "agree" / "datatrove.jsonl")
+    if not args.no_agreement:
+        report += [""] + agreement_report(bench / "agree" / "ours.jsonl", bench / "agree" / "datatrove.jsonl")
     if not args.no_variant:  # what the faster extractor costs in extraction quality
         quality = subprocess.run([sys.executable, str(REPO / "benchmarks" / "extraction_quality.py"), "--data-dir",
                                   str(args.data_dir)], capture_output=True, text=True, cwd=REPO, check=True)

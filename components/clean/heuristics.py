@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from components.clean.doc import Doc, Filter
+from components.clean.steps import REMOVAL_DETAIL
 from components.params import StrictModel
 
 WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|[^\w\s]+")  # a word, or a run of punctuation and symbols
@@ -299,8 +300,8 @@ def badwords_pattern(language: str, words: set[str]) -> re.Pattern:
     re tries every alternative of a flat alternation at every position)."""
     alternatives = trie_regex(sorted(words))
     if language in UNSEGMENTED:
-        return re.compile(alternatives)
-    return re.compile(rf"(?:\W|^)(?:{alternatives})(?:\W|$)")
+        return re.compile(f"({alternatives})")
+    return re.compile(rf"(?:\W|^)({alternatives})(?:\W|$)")  # group 1: the word, without its flanks
 
 
 def trie_regex(words: list[str]) -> str:
@@ -351,9 +352,11 @@ class C4BadWords(Filter):
     def __call__(self, doc: Doc) -> str | None:
         language = str(doc.meta.get("language", "")).split("-")[0]
         pattern = self.patterns.get(language)
-        if pattern is not None and pattern.search(doc.text.lower()):
-            return f"badwords_{language}"
-        return None
+        found = pattern.search(doc.text.lower()) if pattern is not None else None
+        if found is None:
+            return None
+        doc.meta[REMOVAL_DETAIL] = f"matched {found.group(1)!r}"  # the audit row says which word
+        return f"badwords_{language}"
 
 
 # -- FineWeb ----------------------------------------------------------------------------------------------------

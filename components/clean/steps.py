@@ -8,6 +8,7 @@ from typing import Iterable, Iterator
 from components.clean.doc import Doc, Filter
 
 REMOVED_TEXT_CHARS = 2000  # enough to judge a removal by eye; removed docs are most of a crawl
+REMOVAL_DETAIL = "removal_detail"  # a filter may leave what it found here (e.g. the bad word): the audit row's detail
 
 
 @dataclass
@@ -44,7 +45,7 @@ def apply_filters(docs: Iterable[Doc], filters: list[Filter], stats: dict[str, S
             rule = step(doc)
             if rule:
                 step_stats.removed[rule] += 1
-                removed.append(removal(doc, step.name, rule))
+                removed.append(removal(doc, step.name, rule, detail=doc.meta.pop(REMOVAL_DETAIL, "")))
                 break
             step_stats.docs_out += 1
             step_stats.chars_out += len(doc.text)

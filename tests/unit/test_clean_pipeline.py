@@ -69,7 +69,8 @@ def test_duplicates_across_shards_leave_one_survivor_and_every_removal_has_a_rea
     assert removed[["step", "rule"]].notna().all().all()
     # C4's bad-words rule is audited like the others: one page of this sample has a word of the English list.
     assert steps["c4_badwords"]["removed"] == {"badwords_en": 1}
-    assert len(removed[(removed["step"] == "c4_badwords") & (removed["rule"] == "badwords_en")]) == 1
+    badwords = removed[(removed["step"] == "c4_badwords") & (removed["rule"] == "badwords_en")]
+    assert len(badwords) == 1 and badwords["detail"].iloc[0].startswith("matched '")  # which word, for the audit
     assert docs["quality"].between(0, 1).all() and set(docs["language"]) == {"en"}
     assert set(docs["domain"]) <= {"reference", "news", "forum", "fiction", "code", "commerce", "other"}
     assert 0.5 < summary["quality_model"]["holdout_accuracy"] <= 1
