@@ -69,7 +69,9 @@ def run_datatrove(run: str, out: str, workers: int, minhash: bool) -> dict:
     filters = list(_dt_filters().values())
     # compression=None: warcio reads the gzip members itself and survives the truncated file
     stage = LocalPipelineExecutor(
-        [WarcReader(run, compression=None, glob_pattern="rep*/*.warc.gz"), Trafilatura(deduplicate=False), *filters,
+        # timeout: datatrove's 1 s per page drops every page on a loaded machine (215 of 215 at load 30); ours has none
+        [WarcReader(run, compression=None, glob_pattern="rep*/*.warc.gz"), Trafilatura(deduplicate=False, timeout=120),
+         *filters,
          JsonlWriter(str(root / "filtered"))],
         tasks=workers, workers=workers, logging_dir=str(root / "logs" / "filter"))
     stage.run()
@@ -103,7 +105,7 @@ def dt_decisions(in_jsonl: str, out_jsonl: str) -> None:
     from datatrove.pipeline.filters import C4QualityFilter
 
     filters = _dt_filters()
-    extractor = Trafilatura(deduplicate=False)
+    extractor = Trafilatura(deduplicate=False, timeout=120)
     c4_lines = C4QualityFilter(min_num_sentences=-1)
 
     def decide(name, text, doc_id):
