@@ -31,8 +31,10 @@ def llm_lifecycle(
     session = open_session(Workspace(), preset, overrides or {}, lock_wait_s)
     failed = None
     try:
-        for name in session.plan(stages):
-            state = run_stage(name, force, session.run_id, session.params, return_state=True)
+        plan = session.plan(stages)
+        skips = session.ws.skips(plan, session.params, force)  # one DVC status for every stage known not to run
+        for name in plan:
+            state = run_stage(name, force, session.run_id, session.params, skip=skips.get(name), return_state=True)
             outcome = state.result(raise_on_failure=False)
             if isinstance(outcome, BaseException):
                 session.outcomes.append(failed_outcome(name, outcome))

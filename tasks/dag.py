@@ -10,6 +10,7 @@ body learns its key from `spec.item`.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import networkx as nx
 import yaml
 
 WORKSPACE_ENV = "LLM_LIFECYCLE_WORKSPACE"
+UNCHANGED = "unchanged: code, params and inputs match dvc.lock"
 FOREACH_JOIN = "@"  # DVC's `GROUP@KEY`; the names dvc.yaml gives may hold no punctuation but `_` and `-`
 
 
@@ -93,8 +95,16 @@ class Workspace:
     @cached_property
     def stages(self) -> list[StageSpec]:
         """Every stage, upstream before downstream, ties broken by their order in dvc.yaml (a foreach stage's
-        items in the order of its foreach)."""
-        declared = list((yaml.safe_load((self.root / "dvc.yaml").read_text()) or {}).get("stages", {}))
+        items in the order of its foreach). Read once per process and dvc.yaml content: every task of a flow
+        run makes its own Workspace, and DVC takes ~1 s to build the graph."""
+        text = (self.root / "dvc.yaml").read_bytes()
+        key = (self.root, hashlib.sha256(text).hexdigest())
+        if key not in _STAGES:
+            _STAGES[key] = self._read_stages(text)
+        return _STAGES[key]
+
+    def _read_stages(self, dvc_yaml: bytes) -> list[StageSpec]:
+        declared = list((yaml.safe_load(dvc_yaml) or {}).get("stages", {}))
         with self.dvc() as repo:
             graph = repo.index.graph  # edges point from a stage to the stages it depends on
             specs = {s.name: _spec(s, graph) for s in graph.nodes if group_of(s.name) in declared}
@@ -138,6 +148,31 @@ class Workspace:
                 reasons[spec.name] = f"disabled: reads {missing} from {first}, {reasons[first]}"
         return reasons
 
+    def skips(self, plan: list[str], params: dict, force: bool) -> dict[str, str]:
+        """Stage → why it will not run, decided for the whole plan before anything runs, with one DVC status:
+        disabled, or (unless forced) unchanged while no upstream of it in the plan runs. The others are decided
+        when their turn comes, after their upstreams ran (`changes`)."""
+        disabled = self.disabled(params)
+        reasons = {name: disabled[name] for name in plan if name in disabled}
+        if force:
+            return reasons
+        for name in self.unchanged([n for n in plan if n not in reasons]):  # in plan order: upstream first
+            if all(up in reasons for up in self.stage(name).upstream if up in plan):
+                reasons[name] = UNCHANGED
+        return reasons
+
+    def unchanged(self, names: list[str]) -> list[str]:
+        """Those of `names` whose code, params and inputs match dvc.lock: the stages of one DVC index, each asked
+        for its status (`repo.status(targets=...)` opens the repository and collects each target anew)."""
+        locked = self.lock_entries()
+        known = set(name for name in names if name in locked)
+        if not known:
+            return []
+        with self.dvc() as repo, repo.lock:  # what `repo.status` holds
+            stages = {stage.name: stage for stage in repo.index.stages if stage.name in known}
+            changed = {name for name, stage in stages.items() if stage.status()}
+        return [name for name in names if name in stages and name not in changed]
+
     def changes(self, name: str) -> str | None:
         """Why DVC would rerun this stage (None when its code, params and inputs match dvc.lock)."""
         if not self.lock_entry(name):
@@ -147,9 +182,14 @@ class Workspace:
         return _describe(status.get(f"dvc.yaml:{name}") or status.get(name))
 
     def lock_entry(self, name: str) -> dict:
+        return self.lock_entries().get(name, {})
+
+    def lock_entries(self) -> dict[str, dict]:
         lock = self.root / "dvc.lock"
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
-        return stages.get(name, {})
+        return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+
+
+_STAGES: dict[tuple[Path, str], list[StageSpec]] = {}  # (root, dvc.yaml digest) → its stages
 
 
 def _spec(stage, graph) -> StageSpec:

@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from tasks import tracking
-from tasks.dag import StageError, Workspace
+from tasks.dag import UNCHANGED, StageError, Workspace
 from tasks.params import digest, resolve, write_effective
 from tasks.sources import write_source_digests
 from tasks.stage import EXIT_TRANSIENT
@@ -109,16 +109,19 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(task_run_name="{name}", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
-def run_stage(name: str, force: bool, parent_run_id: str, params: dict):
-    """Run one DVC stage if DVC says it changed (or when forced), tracked as a nested MLflow run."""
+def run_stage(name: str, force: bool, parent_run_id: str, params: dict, skip: str | None = None):
+    """Run one DVC stage if DVC says it changed (or when forced), tracked as a nested MLflow run; `skip`: why
+    it does not run, when the flow already knows (`Workspace.skips`)."""
     ws, log = Workspace(), get_run_logger()
+    if skip:
+        return _skipped(name, skip, log)
     disabled = ws.disabled(params).get(name)  # e.g. an alignment method params.yaml does not choose, and its evaluation
     if disabled:
         return _skipped(name, disabled, log)
     section = ws.module(name).SECTION
     reason = "forced" if force else ws.changes(name)
     if reason is None:
-        return _skipped(name, "unchanged: code, params and inputs match dvc.lock", log)
+        return _skipped(name, UNCHANGED, log)
     log.info("%s: running (%s)", name, reason)
     run_id = tracking.start_run(ws.root, name, {
         "kind": "stage", "stage": name, "reason": reason[:5000],
@@ -193,11 +196,14 @@ def ensure_remote(ws: Workspace) -> str:
 
 def push_outputs(ws: Workspace) -> str:
     """Push the DVC-tracked outputs to the default remote, so another clone can `dvc pull` them."""
+    from dvc.exceptions import DvcException
+
     ensure_remote(ws)
-    out = subprocess.run([f"{BIN}/dvc", "push"], cwd=ws.root, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise StageError(f"dvc push failed:\n{out.stdout}{out.stderr}")
-    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "pushed"
+    try:
+        with ws.dvc() as repo:  # in this process: a `dvc push` process would spend seconds importing DVC again
+            return f"{repo.push()} files pushed"
+    except DvcException as err:
+        raise StageError(f"dvc push failed: {err}") from err
 
 
 def publish_summary(session: Session, failed: BaseException | None) -> str:
