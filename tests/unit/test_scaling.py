@@ -154,3 +154,28 @@ def test_plots_are_written(points, fits, boot, tmp_path):
     bare = plot_power_laws(fits, tmp_path / "bare.png")
     for path in (isoflop, laws, bare):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+# Validation losses of the tiny preset's sweep on the shared data (benchmarks/RESULTS.md, "Scaling laws"): N by
+# depth 1-3 at width 16 x depth, losses at 6e11 and 1.2e12 FLOPs. The stack test sweeps this grid on the stack.
+MEASURED_N = [69.6e3, 164e3, 280e3]
+MEASURED_LOSS = {6e11: [5.751, 5.809, 6.072], 1.2e12: [5.808, 5.574, 5.678]}
+
+
+def measured_points() -> pd.DataFrame:
+    return pd.DataFrame([{"budget": c, "params": n, "tokens": c / (6 * n), "loss": loss}
+                         for c, losses in MEASURED_LOSS.items() for n, loss in zip(MEASURED_N, losses)])
+
+
+def test_the_stack_tests_grid_recommends_a_size_inside_the_sweep():
+    fits = fit_scaling_laws(measured_points())
+    assert not any(f["extrapolated"] for f in fits["isoflop"])  # both minima inside the sizes tried
+    assert 0 < fits["law"]["a"] < 1 and fits["loss_law"]["alpha"] > 0 and fits["loss_law"]["beta"] > 0
+    advice = recommend(fits, 1.2e12)
+    assert MEASURED_N[0] < advice["params"] < MEASURED_N[2]
+
+
+def test_three_sizes_per_budget_cannot_be_bootstrapped():
+    # a resample with replacement rarely keeps all three sizes of a budget: hence `bootstrap: 0` in the stack test
+    with pytest.raises(ScalingFitError, match="resamples could be fitted: add sizes"):
+        bootstrap(measured_points(), n=20, seed=0)
