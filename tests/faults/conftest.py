@@ -19,6 +19,9 @@ from tests.conftest import make_workspace
 
 BIN = Path(sys.executable).parent
 STAGE_TIMEOUT_S = 3600  # a tiny stage takes seconds to ~2 minutes on a quiet 2-core machine, 10+ under a load of 30
+# The tests that build a workspace are heavy: the build alone is minutes (ingest + curate ≈ 1-2 min quiet, 25 min
+# at a load of 30), past the default run's budget; their timeout covers that build, which the first test pays.
+WORKSPACE_TESTS = [pytest.mark.heavy, pytest.mark.timeout(4 * STAGE_TIMEOUT_S)]
 
 
 def env(data_dir: Path) -> dict:
@@ -34,8 +37,17 @@ class Scratch:
         self.root, self.data_dir = root, data_dir
 
     def sh(self, *cmd: str, check: bool = True, timeout: float = STAGE_TIMEOUT_S) -> subprocess.CompletedProcess:
-        proc = subprocess.run(cmd, cwd=self.root, env=env(self.data_dir), capture_output=True, text=True,
-                              timeout=timeout)
+        """Run a command in its own process group; a timeout or an interrupted test kills the whole group (DVC and
+        the stage under it), so no stage outlives its test."""
+        child = subprocess.Popen(cmd, cwd=self.root, env=env(self.data_dir), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except BaseException:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+        proc = subprocess.CompletedProcess(cmd, child.returncode, out, err)
         if check and proc.returncode:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         return proc
@@ -106,8 +118,8 @@ def built_workspace(tmp_path_factory, faults_data_dir):
     return up_to
 
 
-# what the default run builds (≈ 1 minute): the cheap stages, and clean's two inputs, so a clean that stops at its
-# input check can be shown; the heavy tests build further
+# what every workspace test builds first (≈ 1 minute quiet): the cheap stages, which are also clean's two inputs, so a
+# clean that stops at its input check can be shown without building clean
 CHEAP = ("ingest", "curate")
 
 

@@ -9,7 +9,9 @@ import pytest
 from components.storage import file_md5
 from tasks.dag import Workspace
 from tasks.integrity import _cache_dir, _object, check_inputs
-from tests.faults.conftest import BIN, CHEAP
+from tests.faults.conftest import BIN, CHEAP, WORKSPACE_TESTS
+
+pytestmark = WORKSPACE_TESTS
 
 
 def flip_a_byte(path) -> None:
@@ -38,10 +40,7 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize("fault", [
-    *[f for f in FAULTS if FAULTS[f][0] in CHEAP],
-    *[pytest.param(f, marks=pytest.mark.heavy) for f in FAULTS if FAULTS[f][0] not in CHEAP],
-])
+@pytest.mark.parametrize("fault", list(FAULTS))
 def test_damaged_output_is_named_before_the_next_stage_reads_it(copy_of, fault):
     built, damaged, reader, damage, says, fix = FAULTS[fault]
     upstream = damaged.split("/")[1]

@@ -9,6 +9,10 @@ import time
 
 import pytest
 
+from tests.faults.conftest import WORKSPACE_TESTS
+
+pytestmark = WORKSPACE_TESTS
+
 
 def mount_tmpfs(folder, size_kb: int) -> None:
     if os.geteuid() != 0:

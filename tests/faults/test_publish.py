@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from tests.faults.conftest import CHEAP, kill_when_writing
+from tests.faults.conftest import CHEAP, WORKSPACE_TESTS, kill_when_writing
+
+pytestmark = WORKSPACE_TESTS
 
 # stage → a parameter change that makes it (and what reads it) rerun with a different output, and a stage beside it
 # that must not rerun
@@ -18,10 +20,7 @@ KILLS = {
 }
 
 
-@pytest.mark.parametrize("stage", [
-    "ingest",
-    *[pytest.param(s, marks=pytest.mark.heavy) for s in ("clean", "tokenize", "pretrain")],
-])
+@pytest.mark.parametrize("stage", ["ingest", "clean", "tokenize", "pretrain"])
 def test_kill_mid_write_keeps_the_old_output_and_the_next_run_redoes_exactly_that_stage(copy_of, stage):
     change, bystander = KILLS[stage]
     ws = copy_of(*CHEAP, stage)

@@ -13,6 +13,7 @@ from tasks.dag import Workspace
 from tasks.params import resolve
 from tasks.sources import NO_LOCAL_FILES, SOURCES_FILE, is_remote, local_files, section_digest, source_uris
 from tests.conftest import REPO
+from tests.faults.conftest import STAGE_TIMEOUT_S
 
 
 def test_a_file_changed_at_the_same_path_changes_its_sections_digest(tmp_path):
@@ -64,6 +65,7 @@ def _params_deps(name: str) -> list[dict]:
 
 
 @pytest.mark.heavy
+@pytest.mark.timeout(4 * STAGE_TIMEOUT_S)
 def test_a_warc_changed_at_the_same_path_reruns_ingest_and_what_reads_it_only(copy_of):
     ws = copy_of("clean")
     warc = sorted((ws.data_dir / "crawl").glob("*.warc.gz"))[0]
