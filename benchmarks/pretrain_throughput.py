@@ -5,7 +5,8 @@
     python benchmarks/pretrain_throughput.py loss [--rounds 3] [--seq 8192] [--width 512] [--vocab 32768] [--fp32]
     python benchmarks/pretrain_throughput.py startup [--tokens 200000000] [--shards 32] [--rounds 3]
     python benchmarks/pretrain_throughput.py zero [--ranks 2] [--steps 6] [--skip 2] [--depth 8] [--micro-batch 2]
-    python benchmarks/pretrain_throughput.py mfu [--depths 16 24] [--compile] [--steps 200] [--skip 10]
+    python benchmarks/pretrain_throughput.py mfu [--depths 16 24] [--compile] [--compile-mode blocks|model]
+        [--loss chunked|plain] [--steps 200] [--skip 10]
         [--micro-batch 16] [--seq 2048] [--budget 480] [--out DIR]
 
 compare: one rank, fp32, on this machine's CPU. The trainer is `components.train.run.main` (DeepSpeed ZeRO-0 and
@@ -101,7 +102,8 @@ def write_shards(out: Path, vocab: int, tokens: int, shards: int = 4, seed: int 
 
 
 def train_config(token_dir: Path, ckpt_dir: Path, *, depth: int, seq_len: int, micro_batch: int, steps: int,
-                 zero_stage: int = 2, bf16: bool = False, compile: bool = False) -> Path:
+                 zero_stage: int = 2, bf16: bool = False, compile: bool = False, compile_mode: str = "blocks",
+                 loss: str = "chunked") -> Path:
     """A TrainConfig for these shards as JSON next to `ckpt_dir` (what `components.train.run` reads): every
     step logged, no validation, the ZeRO template of infra/deepspeed/."""
     manifest = read_manifest(token_dir)
@@ -109,8 +111,8 @@ def train_config(token_dir: Path, ckpt_dir: Path, *, depth: int, seq_len: int, m
     cfg = TrainConfig(model=ModelParams(depth=depth, seq_len=seq_len), vocab_size=manifest["vocab_size"],
                       tokenizer_digest=manifest["tokenizer_digest"], eos_id=manifest["eot_id"],
                       token_dir=token_dir, ckpt_dir=ckpt_dir, steps=steps, micro_batch=micro_batch, lr=1e-3,
-                      warmup=min(10, steps), zero_stage=zero_stage, bf16=bf16, compile=compile, log_every=1,
-                      deepspeed=template)
+                      warmup=min(10, steps), zero_stage=zero_stage, bf16=bf16, compile=compile,
+                      compile_mode=compile_mode, options={"loss": loss}, log_every=1, deepspeed=template)
     path = ckpt_dir.with_suffix(".json")
     path.write_text(cfg.model_dump_json(indent=2) + "\n")
     return path
@@ -384,7 +386,8 @@ def mfu_table(args, token_dir: Path, work: Path) -> None:
 def _mfu_row(args, token_dir: Path, ckpt: Path, depth: int, compiled: bool, timeout: float,
              tokens_per_step: int) -> str:
     config = train_config(token_dir, ckpt, depth=depth, seq_len=args.seq, micro_batch=args.micro_batch,
-                          steps=args.steps, zero_stage=args.zero_stage, bf16=not args.fp32, compile=compiled)
+                          steps=args.steps, zero_stage=args.zero_stage, bf16=not args.fp32, compile=compiled,
+                          compile_mode=args.compile_mode, loss=args.loss)
     rank, = launch("trainer", config, 1, timeout=timeout, quiet=False)
     result = json.loads((ckpt / "result.json").read_text())
     run = steady(ckpt / "metrics.jsonl", args.skip, tokens_per_step)
@@ -432,6 +435,10 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=[16, 24], help="mfu: one run per depth")
     parser.add_argument("--compile", action="store_true", help="mfu: also a torch.compile run per depth")
     parser.add_argument("--fp32", action="store_true", help="mfu, loss: fp32 instead of bf16")
+    parser.add_argument("--compile-mode", choices=["blocks", "model"], default="blocks",
+                        help="mfu with --compile: each decoder block compiled (the trainer's default) or the whole model")
+    parser.add_argument("--loss", choices=["chunked", "plain"], default="chunked",
+                        help="mfu: the trainer's chunked LM loss, or all the logits at once")
     parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3],
                         help="ZeRO stage of the trainer (compare: one stage instead of --zero-stages; mfu: default 1)")
     parser.add_argument("--zero-stages", type=int, nargs="+", choices=[0, 1, 2, 3],

@@ -133,15 +133,16 @@ def _engine(cfg: TrainConfig, world: int, objective, load_universal: bool = Fals
     model = _built(objective)
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable()
-    if cfg.compile and cfg.zero_stage < 3:
+    per_block = cfg.compile and cfg.compile_mode == "blocks" and cfg.zero_stage < 3
+    if per_block:
         compile_blocks(model)
     # fused: one kernel for all of a group's tensors, on CPU too (torch ≥ 2.4); on one CPU rank at ZeRO-2 the
     # default for-each AdamW cost 24 ms of a 0.9 s step (benchmarks/RESULTS.md)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                       config=deepspeed_config(cfg, world, load_universal))
-    if cfg.compile and cfg.zero_stage == 3:
-        engine.compile()  # DeepSpeed's own backend knows ZeRO-3's parameter gathering hooks
+    if cfg.compile and not per_block:
+        engine.compile()  # the whole model; at ZeRO-3 DeepSpeed's backend knows its parameter-gathering hooks
     return engine
 
 

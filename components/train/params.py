@@ -40,6 +40,10 @@ class LoopParams(StrictModel):
     activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "
                                            "~30% more compute for a fraction of the activation memory")
     compile: bool = Field(False, description="torch.compile the model (GPU: faster after a minute of compiling)")
+    compile_mode: Literal["blocks", "model"] = Field(
+        "blocks", description="with compile: each decoder block compiled (the mask stays outside the graph, so SDPA "
+                              "may pick flash attention), or the whole model in one graph (for comparison); ZeRO-3 "
+                              "always uses DeepSpeed's whole-model compile")
     ckpt_every: int = Field(0, ge=0, description="save every N steps (and always at the end); 0: only the end")
     keep_last: int = Field(2, gt=0, description="checkpoints kept on disk; older ones are deleted")
     seed: int = 0

@@ -89,8 +89,9 @@ def test_chunked_loss_equals_the_plain_loss_and_its_gradients(tie):
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
     for name, grad in expected_grads.items():
         torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-5, msg=f"gradient of {name}")
-    with torch.no_grad():  # validation: no recomputation, same numbers
+    with torch.no_grad():  # validation: no recomputation, same numbers; `loss: plain` (None): one chunk
         torch.testing.assert_close(token_losses(model, input_ids, chunk_elements=7 * 1000), expected)
+        torch.testing.assert_close(token_losses(model, input_ids, chunk_elements=None), expected)
 
 
 def test_chunks_never_hold_more_than_their_share_of_logits():

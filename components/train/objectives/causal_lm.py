@@ -11,11 +11,15 @@ micro-batch and 32k vocabulary the full fp32 logits would be 4 GiB, plus their b
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch.utils.checkpoint import checkpoint
 
 from components.model import build_model as build_llama
+from components.params import StrictModel
 from components.tokenize import require_compatible
 from components.train.data import TokenWindows, split_shards, val_batches
 from components.train.evaluate import bits_per_byte, token_bytes
@@ -28,8 +32,9 @@ from components.train.schedule import in_decay
 CHUNK_ELEMENTS = 2**26
 
 
-def token_losses(model, input_ids: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
-    """Cross-entropy of every next-token prediction in `input_ids`, shape (rows, seq_len - 1).
+def token_losses(model, input_ids: torch.Tensor, chunk_elements: int | None = CHUNK_ELEMENTS) -> torch.Tensor:
+    """Cross-entropy of every next-token prediction in `input_ids`, shape (rows, seq_len - 1); all the logits
+    at once when `chunk_elements` is None.
 
     `model` is the HF model or the DeepSpeed engine around it: the forward goes through it whole (ZeRO-3's
     hooks, the engine's bookkeeping) but keeps no logits, and returns the final hidden states."""
@@ -41,14 +46,14 @@ def token_losses(model, input_ids: torch.Tensor, chunk_elements: int = CHUNK_ELE
 
 
 def chunked_token_losses(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
-                         chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+                         chunk_elements: int | None = CHUNK_ELEMENTS) -> torch.Tensor:
     """`cross_entropy(head(hidden).float(), targets)` per token, without ever holding more than
     `chunk_elements` logits: each chunk's logits are made, scored and dropped, and made again in the backward
     pass (activation checkpointing of the head: +1 head forward, i.e. ~1/3 more head FLOPs, for O(chunk)
     instead of O(tokens × vocab) memory). When all the logits fit in one chunk (the tiny CPU runs) it is the
     plain loss."""
     flat_hidden, flat_targets = hidden.flatten(0, 1), targets.flatten()
-    rows = max(1, chunk_elements // head.out_features)
+    rows = len(flat_targets) if chunk_elements is None else max(1, chunk_elements // head.out_features)
     if len(flat_targets) <= rows:  # one chunk: recomputing it would save nothing
         return _head_losses(head, flat_hidden, flat_targets).view(targets.shape)
     recompute = torch.is_grad_enabled()
@@ -72,10 +77,17 @@ def build_model(cfg: TrainConfig):
     return build_llama(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id, seed=cfg.seed)
 
 
+class Options(StrictModel):
+    loss: Literal["chunked", "plain"] = Field(
+        "chunked", description="chunked: the LM head and cross-entropy per chunk of CHUNK_ELEMENTS logits, "
+                               "recomputed in the backward; plain: all the logits at once (for comparison)")
+
+
 class Objective:
     def __init__(self, cfg: TrainConfig):
         require_compatible(cfg.token_dir, cfg.vocab_size, cfg.tokenizer_digest)
         self.cfg = cfg
+        self.chunk_elements = CHUNK_ELEMENTS if Options(**cfg.options).loss == "chunked" else None
         # UTF-8 bytes per token id, for bits per byte; without the tokenizer only the loss is reported
         lengths = token_bytes(cfg.tokenizer_dir, cfg.vocab_size) if cfg.tokenizer_dir else None
         self.byte_table = None if lengths is None else torch.from_numpy(lengths)
@@ -100,7 +112,7 @@ class Objective:
         return batch
 
     def loss(self, model, batch: dict):
-        return token_losses(model, batch["input_ids"]).mean(), {}
+        return token_losses(model, batch["input_ids"], self.chunk_elements).mean(), {}
 
     def tokens(self, batch: dict) -> int:
         return batch["input_ids"][:, 1:].numel()
@@ -115,7 +127,7 @@ class Objective:
 
     def val_sums(self, model, batch: dict) -> dict[str, torch.Tensor]:
         input_ids = batch["input_ids"]
-        losses = token_losses(model, input_ids).double()
+        losses = token_losses(model, input_ids, self.chunk_elements).double()
         sums = {"loss": losses.sum(), "tokens": torch.tensor(float(losses.numel()), dtype=torch.float64,
                                                                     device=losses.device)}
         if self.byte_table is not None:
