@@ -212,6 +212,11 @@ def test_preflight_passes_across_nodes_and_names_an_unreachable_one(nodes, tmp_p
     assert "run the same preflight command on each of them" in problem
 
 
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-02: with node 1's link cut and its processes killed after the "
+                   "step-4 checkpoint, node 0's rank was still blocked in gloo's all_reduce (ZeRO-2 allreduce_bucket) "
+                   "240 s later, although DEEPSPEED_TIMEOUT=1 gives the process group a 60 s time-out: nothing bounds "
+                   "the wait for a peer that vanished without a FIN/RST. Needs a step watchdog in the engine "
+                   "(components/train/engine.py) or the launcher")
 def test_a_dead_node_stops_the_other_in_bounded_time_and_both_resume(nodes, uninterrupted, tokens, tmp_path):
     ckpt = tmp_path / "broken"
     # The pause keeps the run in steps 5-8 for seconds, so the node dies before the step-8 checkpoint.
