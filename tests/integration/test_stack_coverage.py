@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.dag import Workspace
 from tests.conftest import make_workspace
 
 BIN = Path(sys.executable).parent
@@ -116,16 +117,20 @@ def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_line
         # the deployment pushed its outputs; a second clone gets them with `dvc pull` and finds them current
         in_sync = cli("dvc", "status", "--cloud", env=env, cwd=ws)
         assert "in sync" in in_sync.stdout, in_sync.stdout + in_sync.stderr
-        subprocess.run([*GIT, "add", "dvc.lock"], cwd=ws, check=True)
+        built = [*UPSTREAM, "pretrain"]
+        # the stages' metrics are `cache: false` in dvc.yaml: versioned by git, not pushed to the DVC remote (and
+        # /reports/ is gitignored, hence -f); without them a clone's `dvc pull` fails "Checkout failed" per stage
+        metrics = [path for name in built for path in Workspace(ws).stage(name).metrics]
+        subprocess.run([*GIT, "add", "-f", "dvc.lock", *metrics], cwd=ws, check=True)
         subprocess.run([*GIT, "commit", "-qm", "scaled pretraining"], cwd=ws, check=True)
         clone = tmp_path / "clone"
         subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True)
         (clone / "params.scaling.yaml").write_text((ws / "params.scaling.yaml").read_text())  # the sweep's output
         for step in (["dvc", "remote", "add", "--local", "--default", "local", str(remote)],
-                     ["llm-lifecycle", "params", "--preset", "scaled"], ["dvc", "pull"]):
+                     ["llm-lifecycle", "params", "--preset", "scaled"], ["dvc", "pull", *built]):
             done = cli(*step, env=env | {"LLM_LIFECYCLE_WORKSPACE": str(clone)}, cwd=clone)
             assert done.returncode == 0, f"{' '.join(step)} in the clone failed:\n{done.stdout}{done.stderr}"
-        status = cli("dvc", "status", *UPSTREAM, "pretrain", env=env, cwd=clone)
+        status = cli("dvc", "status", *built, env=env, cwd=clone)
         assert "up to date" in status.stdout, status.stdout + status.stderr
         assert (clone / "data/pretrain/config.json").read_text() == (ws / "data/pretrain/config.json").read_text()
     finally:
