@@ -88,14 +88,15 @@ class DiskFull(StageError):
 
 
 def _disk_full_message(name: str, staging: Path, final: Path) -> str:
-    written = _size(staging)
+    written, previous = _size(staging), _size(final) if final.exists() else 0
     files = [p for p in staging.rglob("*") if p.is_file()]
     at = max(files, key=lambda p: p.stat().st_mtime) if files else staging
-    previous = f"; its last output took {_mb(_size(final))}" if final.exists() else ""
+    last = f" (its last output took {_mb(previous)})" if previous else ""
+    kept = f"the previous output {final} is intact" if final.exists() else "nothing was published"
     return (f"no space left on the device holding {staging.parent} while stage {name!r} wrote {at}: it had written "
-            f"{_mb(written)} and needs more than that{previous}; {_mb(shutil.disk_usage(staging.parent).free)} are "
-            f"free. Free at least that much there (or move the workspace) and rerun; "
-            f"{'the previous output ' + str(final) + ' is intact' if final.exists() else 'nothing was published'}.")
+            f"{_mb(written)}{last}; {_mb(shutil.disk_usage(staging.parent).free)} are free. Make at least "
+            f"{_mb(max(written, previous))} free there (more if the output grows) or move the workspace, and rerun; "
+            f"{kept}.")
 
 
 def _size(folder: Path) -> int:

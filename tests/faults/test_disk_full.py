@@ -49,7 +49,7 @@ def test_disk_full_during_a_write_names_the_path_and_space_and_keeps_the_old_out
     message = proc.stdout + proc.stderr
     assert proc.returncode != 0 and ran == ["ingest"]
     assert "no space left on the device holding" in message and f"{ws.root}/data/.staging-ingest-" in message
-    assert "needs more than" in message and "its last output took" in message and "is intact" in message
+    assert "Make at least" in message and "its last output took" in message and "is intact" in message
     assert "Traceback" not in message  # a message for people, not a stack
     assert ws.snapshot("data/ingest") == before
     assert not list((ws.root / "data").glob(".staging-*")), "the half-written output was left taking the space"
