@@ -10,13 +10,12 @@
 #     blocks     plain      the full (tokens x vocabulary) logits materialised, one cross-entropy
 #     model      plain      both old choices
 #
-# It runs `benchmarks/pretrain_throughput.py mfu --depths 16 --compile-mode MODE --loss LOSS` per variant: one
-# torchrun rank, --steps 100 (the first 10 not timed), no checkpoint; MFU is against the datasheet's dense bf16 peak
-# of the exact device name (components/train/mfu.py: 989 TFLOP/s for "NVIDIA H200"). Each run stops at the
-# per-run budget, so the four take about 7 minutes at most (plus the wheels' install).
-# NEEDS, from the engine (issue 16 items 1-2, another engineer's): TrainConfig switches for whole-model vs per-block
-# compile and plain vs chunked loss, forwarded by `pretrain_throughput.py mfu` as --compile-mode {blocks,model}
-# and --loss {chunked,plain}. Until they exist the script stops at its first line of output saying so.
+# It runs `benchmarks/pretrain_throughput.py mfu --depths 16 --compile --compile-mode MODE --loss LOSS` per
+# variant (TrainConfig's `compile_mode` and the causal_lm objective's `options.loss`): one torchrun rank, --steps 50
+# (the first 10 not timed), no checkpoint, an eager run first and then the compiled one (that is how `mfu --compile`
+# runs; the eager rows of a loss repeat, a free check of run-to-run noise). MFU is against the datasheet's dense
+# bf16 peak of the exact device name (components/train/mfu.py: 989 TFLOP/s for "NVIDIA H200"). Each variant stops
+# at its budget (115 s), so the four take about 7.7 minutes at most (plus the wheels' install).
 #
 # Made for the lent H200 (the device tool): nothing can be downloaded there, and its image has torch but neither
 # DeepSpeed nor pydantic, so they travel as wheels.
@@ -46,25 +45,20 @@ wheels() {
 }
 
 VARIANTS=("blocks chunked" "model chunked" "blocks plain" "model plain")
-RUN_BUDGET_S=100  # per variant: 4 x 100 s + start-up and wheels stay under 8 minutes
+RUN_BUDGET_S=115  # per variant (its eager and compiled runs; a run does not start with < 60 s left): 4 x 115 s ≈ 7.7 min
 
 variants() {  # PYTHON, then the arguments for every run
   local python=$1 mode loss
   shift
-  if ! "$python" benchmarks/pretrain_throughput.py mfu --help | grep -q -- "--compile-mode"; then
-    echo "pretrain_throughput.py mfu has no --compile-mode/--loss yet: the engine's switches for whole-model vs" \
-         "per-block compile and plain vs chunked loss are not there (see this script's header)" >&2
-    return 2
-  fi
   for variant in "${VARIANTS[@]}"; do
     read -r mode loss <<< "$variant"
-    "$python" benchmarks/pretrain_throughput.py mfu --compile-mode "$mode" --loss "$loss" \
+    "$python" benchmarks/pretrain_throughput.py mfu --compile --compile-mode "$mode" --loss "$loss" \
       --out "$OUT/$mode-$loss" "$@"
   done
   # one table: the first run's header (device, shape; columns), then each run's rows named by their variant
   { sed -n '1,4p' "$OUT/${VARIANTS[0]// /-}/results.md"
     for variant in "${VARIANTS[@]}"; do
-      sed -n '5,$p' "$OUT/${variant// /-}/results.md" | sed "s/^| /| compile ${variant% *}, ${variant#* } loss: /"
+      sed -n '5,$p' "$OUT/${variant// /-}/results.md" | sed "s/^| /| --compile-mode ${variant% *} --loss ${variant#* }: /"
     done; } > "$OUT/results.md"
   cat "$OUT/results.md"
 }
@@ -83,7 +77,7 @@ on_gpu() {
   python3 -c 'import torch, deepspeed, transformers, pydantic
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), deepspeed {deepspeed.__version__}, "
       f"transformers {transformers.__version__}, pydantic {pydantic.__version__}")'
-  variants python3 --depths 16 --steps 100 --skip 10 --budget "$RUN_BUDGET_S" "$@"
+  variants python3 --depths 16 --steps 50 --skip 10 --budget "$RUN_BUDGET_S" "$@"
 }
 
 case ${1:-} in
