@@ -38,19 +38,20 @@ def trained() -> tuple[QualityModel, dict]:
 def test_quality_model_separates_curated_from_web_text(trained):
     model, report = trained
     assert report["n_pos"] == 771 and report["n_neg"] == 300 and report["n_holdout"] == 215
-    assert report["holdout_accuracy"] >= 0.90  # measured 0.972 (seeds 1-5: 0.972-0.995)
+    assert report["holdout_accuracy"] >= 0.90  # measured 0.981
     assert report["holdout_auc"] >= 0.95  # measured 0.999
 
 
 @needs_data
 def test_quality_model_ranks_unseen_sources_above_chance(trained):
     """Held-out *sources*: real Wikipedia (no <unk>, unlike WikiText) against dolma's CCNet web documents.
-    Much harder than the holdout, which shares sources (and WikiText's <unk> tokens) with training."""
+    Much harder than the holdout, which shares sources (and WikiText's <unk> tokens) with training; the
+    benchmark's leave-one-source-out AUC is the full measure."""
     model, _ = trained
     wikipedia = model.score(texts("llamafactory-demo/wiki_demo.txt", "lines"))
     web = model.score(texts("web-docs/dolma-tests/*.jsonl.gz", "jsonl"))
     labels = [1] * len(wikipedia) + [0] * len(web)
-    assert roc_auc_score(labels, np.concatenate([wikipedia, web])) >= 0.6  # measured 0.70
+    assert roc_auc_score(labels, np.concatenate([wikipedia, web])) >= 0.6  # measured 0.69 (n-grams alone: 0.70)
 
 
 @needs_data
