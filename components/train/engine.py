@@ -342,8 +342,9 @@ def _resume(engine, ckpt_dir: Path, universal: str | None = None) -> tuple[int, 
         raise RuntimeError(f"{ckpt_dir / LATEST} names step-{step}, which could not be loaded")
     if universal:
         dist.barrier()  # every rank has read it
-        if dist.get_rank() == 0:
+        if dist.get_rank() == 0:  # the converted copy, and the marker the converter writes beside it
             shutil.rmtree(ckpt_dir / universal, ignore_errors=True)
+            (ckpt_dir / "latest_universal").unlink(missing_ok=True)
     return int(client_state["step"]), int(client_state.get("tokens", 0)), client_state.get("objective")
 
 
@@ -383,5 +384,7 @@ def _to_universal(source: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")  # a crash mid-conversion leaves no half-made target
     shutil.rmtree(partial, ignore_errors=True)
     ds_to_universal(Namespace(input_folder=str(source), output_folder=str(partial), num_extract_workers=1,
-                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=False))
+                              num_merge_workers=1, keep_temp_folder=False, strict=True,
+                              # an HF model records no universal_checkpoint_info: the converter adds the default
+                              inject_missing_state=True))
     os.replace(partial, target)
