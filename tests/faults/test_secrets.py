@@ -1,5 +1,5 @@
 """Secrets stay in the environment: plant an S3 secret key and an LLM-judge API key, run the stages that use them
-(the judged evaluation `evaluate@sft` against a local OpenAI-compatible endpoint that is also the evaluated model,
+(the judged evaluation `evaluate@sft` against a local OpenAI-compatible endpoint serving a tiny chat model,
 its outputs `dvc push`ed to an S3 remote, MLflow's artifacts on the same S3), then search every store for them:
 MLflow's database and artifacts, Prefect's database (logs, artifacts, states), the run log, DVC's config, lock and
 remote, and every file of the workspace (reports, data, caches).
@@ -9,7 +9,6 @@ The keys are handed over as the project documents: the judge's by the name of th
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,8 @@ import pytest
 
 from tests.conftest import make_workspace
 from tests.integration.conftest import prefect_api  # noqa: F401  (a temporary Prefect server; its database is searched)
-from tests.integration.test_serve import model_dir  # noqa: F401  (a tiny chat model folder)
+from tests.integration.test_serve import model_dir  # noqa: F401  (a tiny chat model folder: the judge)
+from tests.unit.test_evaluate import make_model
 
 pytestmark = [pytest.mark.heavy, pytest.mark.timeout(2400), pytest.mark.serve, pytest.mark.usefixtures("prefect_api")]
 
@@ -62,15 +62,15 @@ def s3(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def ws(tmp_path, workspace_env, model_dir, s3, monkeypatch):  # noqa: F811
-    """A workspace whose SFT model is the tiny chat model and whose mix is two documents (as the evaluate stage
+def ws(tmp_path, workspace_env, s3, monkeypatch):
+    """A workspace whose SFT model is a small untrained model and whose mix is two documents (as the evaluate stage
     test makes them), its DVC remote and MLflow artifacts on the S3 server: no key in any config."""
     import mlflow
 
     from tasks.tracking import EXPERIMENT, client
 
     ws = workspace_env(make_workspace(tmp_path / "ws"))
-    shutil.copytree(model_dir, ws / "data/sft")
+    make_model(ws / "data/sft", seq_len=512, seed=2)  # a window that holds the tiny preset's longest answer
     (ws / "data/mix").mkdir()
     pd.DataFrame({"id": ["c4/1", "c4/2"], "text": ["A document of the mix.", "Another one."],
                   "epoch": [0, 0]}).to_parquet(ws / "data/mix/pretrain-00000.parquet")
@@ -107,13 +107,13 @@ def stores(ws: Path, s3_client) -> dict[str, bytes]:
     return files
 
 
-def test_planted_keys_appear_in_no_store_after_a_judged_run_pushed_to_s3(ws, s3, capfd):
+def test_planted_keys_appear_in_no_store_after_a_judged_run_pushed_to_s3(ws, s3, model_dir, capfd):  # noqa: F811
     from infra import serve
     from tasks.dag import Workspace
     from tests.integration.test_pipeline import run
 
     s3_client, _ = s3
-    with serve.server_for(serve.resolve(str(ws / "data/sft"), Workspace(ws)), device="cpu") as judge:
+    with serve.server_for(serve.resolve(str(model_dir), Workspace(ws)), device="cpu") as judge:
         reference = Path(os.environ["LLM_LIFECYCLE_DATA_DIR"]) / "eval/alpaca_eval/results/gpt4_1106_preview/model_outputs.json"
         outcomes, states = run(stages=["evaluate@sft"], push=True, overrides={"evaluate.judge": {
             "reference": {"uri": str(reference)}, "max_items": 2, "max_new_tokens": 8,
