@@ -34,9 +34,13 @@ OBSERVATION_FIELDS = {"ckpt_dir", "token_dir", "tokenizer_dir", "on_metrics", "s
 
 
 def run_key(cfg: TrainConfig, token_dir: Path, world: int) -> str:
-    """Names the checkpoint folder: equal exactly when a run may resume another's checkpoints. The number of
-    ranks is part of it: it sets the global batch, and DeepSpeed cannot load ZeRO shards across sizes."""
-    sha = hashlib.sha256(cfg.model_dump_json(exclude=OBSERVATION_FIELDS).encode() + f"world={world}".encode())
+    """Names the checkpoint folder: equal exactly when a run may resume another's checkpoints. The global
+    batch is part of it (it decides what each step trains on), but not how it is split into ranks and
+    accumulation steps: the engine resumes a checkpoint on another number of ranks (a lost node), converting
+    it through DeepSpeed's universal format."""
+    global_batch = cfg.micro_batch * cfg.grad_accum * world
+    settings = cfg.model_dump_json(exclude=OBSERVATION_FIELDS | {"micro_batch", "grad_accum"})
+    sha = hashlib.sha256(settings.encode() + f"global_batch={global_batch}".encode())
     sha.update(file_md5(token_dir / "manifest.json").encode())  # the manifest lists every shard's md5
     sha.update(code_digest(ROOT, TRAINING_CODE).encode())
     if cfg.init_from:  # fine-tuning: the starting weights decide the result as much as the data
