@@ -102,15 +102,14 @@ def contains(ws, url: str) -> dict:
         if spec.name in holders or names.intersection(spec.upstream):
             affected.append(spec)
             names.add(spec.name)
-    outputs = [{"stage": spec.name, "path": out["path"], "md5": out.get("md5"),
-                "built": (ws.root / out["path"]).exists()}
-               for spec in affected for out in ws.lock_entry(spec.name).get("outs", [])]
+    outputs = [{"stage": spec.name, "path": out["path"], "md5": out.get("md5"), "built": (ws.root / out["path"]).exists()}
+               for spec in affected  # a stage DVC has not built here: its output folder, with no md5
+               for out in ws.lock_entry(spec.name).get("outs") or [{"path": spec.data_out}]]
     runs = _runs_recording({o["path"]: o["md5"] for o in outputs if o["md5"]})
     return {
         "url": url,
         "found": {name: hit for name, hit in found.items() if hit["records"] or hit["removed"]},
-        "outputs": outputs or [{"stage": s.name, "path": s.data_out, "md5": None,  # built, but not by DVC here
-                                "built": (ws.root / s.data_out).exists()} for s in affected],
+        "outputs": outputs,
         "runs": runs,
         "model_versions": sorted({r["registered_model"] for r in runs if r["registered_model"]}),
         "rebuild": _rebuild_advice(url, holders),
