@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field
 
+from components.model.load import load_pretrained
 from components.sft.behaviour import generate_replies, held_out_prompts, stop_rates, write_samples
 from components.storage import file_md5
 from components.train.objectives.dpo import REFERENCE, Options, reference_logps
@@ -66,7 +66,7 @@ def write_reference(data: Path, base: Path, root: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    model = load_pretrained(AutoModelForCausalLM, base).eval()
     pad_id = model.config.pad_token_id
     for split in ("train", "val"):
         path = folder / REFERENCE.format(split=split)

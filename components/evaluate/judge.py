@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from components.evaluate.stats import Score, bootstrap, digest
+from components.model.load import load_pretrained
 from components.openai_client import CachedChat
 
 SYSTEM = ("You are a highly efficient assistant, who evaluates and selects the best large language model based on "
@@ -125,7 +126,7 @@ def generate_answers(model_dir: Path, instructions: list[str], max_new_tokens: i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left", truncation_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = load_pretrained(AutoModelForCausalLM, model_dir).eval()
     stops = [i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None]
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True) for text in instructions]

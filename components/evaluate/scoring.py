@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.model.load import load_pretrained
+
 Pair = tuple[list[int], list[int]]  # (context ids, continuation ids)
 
 
@@ -44,7 +46,7 @@ class LogLikelihood:
     def load(cls, model_dir: Path | str, **options) -> LogLikelihood:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = load_pretrained(AutoModelForCausalLM, model_dir)
         return cls(model, AutoTokenizer.from_pretrained(model_dir), **options)
 
     # --- tokenization -----------------------------------------------------------------------------------------

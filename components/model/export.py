@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 
 from components.model.config import model_params
 from components.model.flops import describe
+from components.model.load import load_pretrained
 from components.tokenizer.train import CHAT_TEMPLATE, DIGESTED_FILES
 
 # No manifest.json: it describes the tokenizer stage's run, not the model.
@@ -68,6 +69,6 @@ def reload_difference(model: PreTrainedModel, folder: Path, input_ids) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    reloaded = load_pretrained(AutoModelForCausalLM, folder).eval()
     with torch.no_grad():
         return (model(input_ids=input_ids).logits - reloaded(input_ids=input_ids).logits).abs().max().item()

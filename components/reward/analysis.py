@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from components.evaluate.stats import bootstrap
+from components.model.load import load_pretrained
 
 CHANCE = 0.5  # a coin picks the chosen reply half the time
 
@@ -26,7 +27,7 @@ def score_pairs(model_dir: Path, pairs, pad_id: int, batch_size: int = 16) -> pd
     transformers alone), with the replies' token lengths."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = load_pretrained(AutoModelForSequenceClassification, model_dir).eval()
     rows = []
     for first in range(0, len(pairs), batch_size):
         index = np.arange(first, min(first + batch_size, len(pairs)))
@@ -107,7 +108,7 @@ def score_replies(model_dir: Path, conversations: list[list[dict]], batch_size: 
     from components.sft_data.chat import encode, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = load_pretrained(AutoModelForSequenceClassification, model_dir).eval()
     rows = [encode(tokenizer, turns).input_ids for turns in conversations]
     scores = []
     for first in range(0, len(rows), batch_size):

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import torch
 
 from components.evaluate.stats import wilson
+from components.model.load import load_pretrained
 
 IM_END, EOT = "<|im_end|>", "<|end_of_text|>"
 
@@ -50,7 +51,7 @@ def generate_replies(model_dir: Path, prompts: list[list[dict]], max_new_tokens:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = load_pretrained(AutoModelForCausalLM, model_dir).eval()
     stops = {tokenizer.convert_tokens_to_ids(IM_END): IM_END, tokenizer.convert_tokens_to_ids(EOT): EOT}
     window = model.config.max_position_embeddings
     out = []

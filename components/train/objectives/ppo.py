@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from components.model.load import load_pretrained
 from components.params import StrictModel
 from components.train.objectives.sampling import EpochSampler, dealt
 from components.train.objectives.sft import check_data
@@ -145,8 +146,8 @@ def build_model(cfg: TrainConfig) -> PolicyAndValue:
     value_from = options.value_from or options.reward_model or cfg.init_from
     with torch.random.fork_rng(devices=[]):  # a new value head starts the same on every rank and run
         torch.manual_seed(cfg.seed)
-        value = AutoModelForSequenceClassification.from_pretrained(value_from, num_labels=1, dtype=torch.float32)
-    return PolicyAndValue(AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32), value)
+        value = load_pretrained(AutoModelForSequenceClassification, value_from, num_labels=1)
+    return PolicyAndValue(load_pretrained(AutoModelForCausalLM, cfg.init_from), value)
 
 
 def exported(model: PolicyAndValue):
@@ -205,12 +206,12 @@ class Objective:
 
         self.model, self.mean_over_ranks, device = engine, mean_over_ranks, engine.device
         self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.init_from, padding_side="left")
-        self.reference = AutoModelForCausalLM.from_pretrained(self.cfg.init_from, dtype=torch.float32).to(device).eval()
+        self.reference = load_pretrained(AutoModelForCausalLM, self.cfg.init_from).to(device).eval()
         if self.options.reward_model is not None:
             from transformers import AutoModelForSequenceClassification
 
-            self.scorer = AutoModelForSequenceClassification.from_pretrained(
-                self.options.reward_model, dtype=torch.float32).to(device).eval()
+            scorer = load_pretrained(AutoModelForSequenceClassification, self.options.reward_model)
+            self.scorer = scorer.to(device).eval()
 
     # --- rollouts ---
 

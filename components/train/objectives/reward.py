@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from components.model.load import load_pretrained
 from components.params import StrictModel
 from components.train.objectives.pairs import read_pairs
 from components.train.objectives.sampling import EpochSampler, dealt
@@ -30,7 +31,7 @@ def build_model(cfg: TrainConfig):
 
     with torch.random.fork_rng(devices=[]):  # the new score head starts the same on every rank and every run
         torch.manual_seed(cfg.seed)
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.init_from, num_labels=1, dtype=torch.float32)
+        model = load_pretrained(AutoModelForSequenceClassification, cfg.init_from, num_labels=1)
     model.config.pad_token_id = cfg.pad_id  # where the score is read: the last token that is not padding
     return model
 

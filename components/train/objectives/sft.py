@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from components.model.load import load_pretrained
 from components.tokenizer import tokenizer_digest
 from components.train.objectives.sampling import EpochSampler, dealt
 from components.train.params import TrainConfig
@@ -103,7 +104,7 @@ def build_model(cfg: TrainConfig):
     """The model being fine-tuned, in float32 (the engine keeps fp32 master weights under bf16)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    return load_pretrained(AutoModelForCausalLM, cfg.init_from)
 
 
 def check_data(cfg: TrainConfig) -> dict:
