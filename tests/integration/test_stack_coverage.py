@@ -25,7 +25,7 @@ from tasks.dag import Workspace
 from tests.conftest import make_workspace
 
 BIN = Path(sys.executable).parent
-PORTS = {"LLM_LIFECYCLE_PREFECT_PORT": "4591", "LLM_LIFECYCLE_MLFLOW_PORT": "5591", "LLM_LIFECYCLE_S3_PORT": "9591"}
+PORTS = {"LLM_LIFECYCLE_PREFECT_PORT": "4691", "LLM_LIFECYCLE_MLFLOW_PORT": "5691", "LLM_LIFECYCLE_S3_PORT": "9691"}
 # Two budgets with an interior isoFLOP minimum and a loss law with positive exponents on the tiny preset's shards
 # (benchmarks/RESULTS.md: 6e11 and 1.2e12 FLOPs, depths 1-3); three sizes are too few to bootstrap, so none.
 SWEEP = {"budgets": [6e11, 1.2e12], "depths": [1, 2, 3], "bootstrap": 0, "target_flops": 1.2e12}
@@ -89,7 +89,7 @@ def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_line
         mlflow = MlflowClient(env["MLFLOW_TRACKING_URI"])
         sweep_run = mlflow.get_run(overlay["scaling_run"])
         assert sweep_run.info.status == "FINISHED" and sweep_run.data.tags["llm.kind"] == "scaling"
-        assert sweep_run.data.tags["llm.prefect.flow_run_url"].startswith("http://127.0.0.1:4591/")
+        assert sweep_run.data.tags["llm.prefect.flow_run_url"].startswith(f"http://127.0.0.1:{PORTS['LLM_LIFECYCLE_PREFECT_PORT']}/")
         experiment = sweep_run.info.experiment_id
         points = mlflow.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{sweep_run.info.run_id}'")
         assert len(points) == 6 and all(p.data.tags["llm.kind"] == "scaling-point" for p in points)
@@ -118,10 +118,10 @@ def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_line
         in_sync = cli("dvc", "status", "--cloud", env=env, cwd=ws)
         assert "in sync" in in_sync.stdout, in_sync.stdout + in_sync.stderr
         built = [*UPSTREAM, "pretrain"]
-        # the stages' metrics are `cache: false` in dvc.yaml: versioned by git, not pushed to the DVC remote (and
-        # /reports/ is gitignored, hence -f); without them a clone's `dvc pull` fails "Checkout failed" per stage
+        # the stages' metrics are `cache: false` in dvc.yaml: versioned by git (not gitignored), not pushed to the
+        # DVC remote; without them in the commit a clone's `dvc pull` fails "Checkout failed" once per stage
         metrics = [path for name in built for path in Workspace(ws).stage(name).metrics]
-        subprocess.run([*GIT, "add", "-f", "dvc.lock", *metrics], cwd=ws, check=True)
+        subprocess.run([*GIT, "add", "dvc.lock", *metrics], cwd=ws, check=True)
         subprocess.run([*GIT, "commit", "-qm", "scaled pretraining"], cwd=ws, check=True)
         clone = tmp_path / "clone"
         subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True)
