@@ -22,10 +22,15 @@ win rate are computed by the `alpaca-eval` package (0.6.6) itself.
   resample (not done).
   Annotations are indexed by the instruction's position in the reference file: the GLM looks instructions'
   difficulty up by that index.
+- Too few verdicts: a judge whose replies name no output (an untrained or misconfigured model) has no win rate,
+  and the LC GLM's cross-validated fit needs a verdict per fold (5). A number that cannot be computed is left out
+  of the scores and its reason (how many replies named an output, of how many asked) goes into the notes and the
+  log, rather than the package crashing on an empty or tiny sample.
 """
 from __future__ import annotations
 
 import io
+import logging
 import random
 import re
 import warnings
@@ -47,6 +52,7 @@ PROMPT = ("Select the output, (a) or (b), that best answers the instruction from
           "## Answer\n\nReply with exactly 'Output (a)' or 'Output (b)'.")
 VERDICT = re.compile(r"Output \(([ab])\)")
 JUDGE_SETTINGS = {"temperature": 0.0, "max_tokens": 16}
+log = logging.getLogger(__name__)
 
 
 class Judge(CachedChat):
@@ -81,21 +87,35 @@ def annotate(judge: Judge, instructions: list[str], reference: list[str], output
 
 
 def win_rates(annotations: pd.DataFrame, gamed_table: Path | None = None, seed: int = 0) -> dict:
-    """{win_rate, win_rate_ci, lc_win_rate, glm, n, unparsed, avg_length} in percent, from the package."""
-    from alpaca_eval.metrics import glm_winrate
+    """{win_rate, win_rate_ci, lc_win_rate, glm, n, asked, unparsed, avg_length, unavailable} in percent, from the
+    package. A rate too few verdicts allow is None and `unavailable` maps its measure to the reason."""
+    from alpaca_eval.metrics import get_winrate, glm_winrate
 
     glm = "length_controlled_v1" if gamed_table else "length_controlled_minimal"
-    table = Path(gamed_table).read_text() if gamed_table else _placeholder_table(annotations)
-    with mock.patch.object(glm_winrate, "hf_hub_download", lambda **_: io.StringIO(table)), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the package's sklearn calls warn about deprecated arguments
-        metrics = glm_winrate.get_length_controlled_winrate(annotations.copy(), glm_name=glm, save_weights_dir=None,
-                                                            is_warn_extreme_changes=False)
     valid = annotations["preference"].dropna().replace({0.0: 1.5}) - 1
-    win_rate_ci = tuple(100 * v for v in bootstrap(valid.to_numpy(), seed))
-    return {"win_rate": float(metrics["win_rate"]), "win_rate_ci": win_rate_ci,
-            "lc_win_rate": float(metrics["length_controlled_winrate"]), "glm": glm,
-            "n": int(len(valid)), "unparsed": int(annotations["preference"].isna().sum()),
-            "avg_length": float(annotations["output_2"].str.len().mean())}
+    asked, folds = len(annotations), glm_winrate.GLM_INFO[glm]["kwargs"]["n_splits"]
+    parsed = f"{len(valid)} of {asked} judge replies named an output"
+    result = {"win_rate": None, "win_rate_ci": None, "lc_win_rate": None, "glm": glm, "n": int(len(valid)),
+              "asked": asked, "unparsed": asked - int(len(valid)), "unavailable": {},
+              "avg_length": float(annotations["output_2"].str.len().mean())}
+    if len(valid) == 0:
+        result["unavailable"]["win_rate"] = f"not available: {parsed}"
+    else:
+        result["win_rate"] = float(get_winrate(annotations.copy())["win_rate"])
+        result["win_rate_ci"] = tuple(100 * v for v in bootstrap(valid.to_numpy(), seed))
+    if len(valid) < folds:
+        result["unavailable"]["lc_win_rate"] = f"not available: {parsed}; the {glm} GLM's {folds}-fold fit needs {folds}"
+    else:
+        table = Path(gamed_table).read_text() if gamed_table else _placeholder_table(annotations)
+        with (mock.patch.object(glm_winrate, "hf_hub_download", lambda **_: io.StringIO(table)),
+              warnings.catch_warnings()):
+            warnings.simplefilter("ignore")  # the package's sklearn calls warn about deprecated arguments
+            metrics = glm_winrate.get_length_controlled_winrate(annotations.copy(), glm_name=glm,
+                                                                save_weights_dir=None, is_warn_extreme_changes=False)
+        result["lc_win_rate"] = float(metrics["length_controlled_winrate"])
+    for measure, reason in result["unavailable"].items():
+        log.warning("judged %s %s", measure, reason)
+    return result
 
 
 def _placeholder_table(annotations: pd.DataFrame) -> str:
@@ -106,14 +126,21 @@ def _placeholder_table(annotations: pd.DataFrame) -> str:
 
 
 def judged_scores(result: dict, task: str, model: str, prompt_digest: str, items_digest: str) -> list[Score]:
+    """The win rate and LC win rate where `result` has them; the answers' mean length always, its note saying
+    which rate is not available and why."""
     common = {"task": task, "n": result["n"], "chance": 50.0, "prompt_digest": prompt_digest,
               "items_digest": items_digest}
     unparsed = f"{result['unparsed']} replies named neither output" if result["unparsed"] else ""
-    return [Score(model, "win_rate", value=result["win_rate"], ci_low=result["win_rate_ci"][0],
-                  ci_high=result["win_rate_ci"][1], interval="bootstrap", note=unparsed, **common),
-            Score(model, "lc_win_rate", value=result["lc_win_rate"], note=f"GLM {result['glm']}, no interval", **common),
-            Score(model, "avg_length", value=result["avg_length"], note="characters per answer",
-                  **{**common, "chance": None})]
+    scores = []
+    if result["win_rate"] is not None:
+        scores.append(Score(model, "win_rate", value=result["win_rate"], ci_low=result["win_rate_ci"][0],
+                            ci_high=result["win_rate_ci"][1], interval="bootstrap", note=unparsed, **common))
+    if result["lc_win_rate"] is not None:
+        scores.append(Score(model, "lc_win_rate", value=result["lc_win_rate"],
+                            note=f"GLM {result['glm']}, no interval", **common))
+    missing = "; ".join(f"{measure} {reason}" for measure, reason in result["unavailable"].items())
+    return scores + [Score(model, "avg_length", value=result["avg_length"], note="; ".join(
+        ["characters per answer", *([missing] if missing else [])]), **{**common, "chance": None, "n": result["asked"]})]
 
 
 def judge_prompt_digest() -> str:

@@ -79,7 +79,7 @@ def plots(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     if len(text):
         paths["bpb_plot"] = _errorbars(plt, text, out_dir / "bpb.png", "bits per byte (95% interval)", lambda r: r.task)
     judged = table[table["measure"].isin(["win_rate", "avg_length"])]
-    if len(judged):
+    if (judged["measure"] == "win_rate").any():  # a judge with no usable verdicts leaves only the lengths
         wide = judged.pivot_table(index="model", columns="measure", values=["value", "ci_low", "ci_high"],
                                   aggfunc="first")
         figure, axis = plt.subplots(figsize=(6, 4))

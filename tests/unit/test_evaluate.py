@@ -213,6 +213,37 @@ def test_win_rate_is_the_leaderboards_and_lc_is_the_packages(alpaca, model, tmp_
     assert with_table["lc_win_rate"] != ours["lc_win_rate"]
 
 
+def judged_annotations(preferences: list[float]) -> pd.DataFrame:
+    """Annotations as `annotate` makes them; NaN: a reply that named neither output."""
+    count = len(preferences)
+    return pd.DataFrame({"instruction": [f"Name the number {i}." for i in range(count)],
+                         "output_1": ["reference answer " * (i + 1) for i in range(count)],
+                         "output_2": ["mine " * (2 * i + 1) for i in range(count)],
+                         "generator_1": "ref", "generator_2": "tiny", "annotator": "untrained-judge",
+                         "preference": preferences})
+
+
+def test_a_judge_without_usable_verdicts_reports_the_win_rates_not_available_with_the_count(tmp_path):
+    from components.evaluate.judge import judged_scores
+    from tasks.gates import validate
+
+    silent = win_rates(judged_annotations([math.nan] * 8))  # an untrained judge: no reply names an output
+    assert silent["win_rate"] is None and silent["lc_win_rate"] is None and silent["n"] == 0
+    assert "0 of 8 judge replies named an output" in silent["unavailable"]["win_rate"]
+    scores = judged_scores(silent, "alpaca_eval vs ref", "tiny", "p", "i")
+    assert [s.measure for s in scores] == ["avg_length"] and scores[0].n == 8
+    assert "win_rate not available: 0 of 8" in scores[0].note and "lc_win_rate not available" in scores[0].note
+    card = report_card([s.row() for s in scores], tmp_path / "card")
+    assert "win_rate not available: 0 of 8" in card["markdown"].read_text() and "winrate_plot" not in card
+    pd.DataFrame([s.row() for s in scores]).to_parquet(tmp_path / "scores.parquet", index=False)
+    assert validate("eval_scores", tmp_path, "scores.parquet")["success"]  # the stage still publishes
+
+    few = win_rates(judged_annotations([2.0, 1.0, 2.0] + [math.nan] * 5))  # too few to cross-validate the GLM
+    assert few["win_rate"] == pytest.approx(200 / 3) and few["n"] == 3 and few["lc_win_rate"] is None
+    assert "3 of 8 judge replies named an output" in few["unavailable"]["lc_win_rate"]
+    assert [s.measure for s in judged_scores(few, "t", "tiny", "p", "i")] == ["win_rate", "avg_length"]
+
+
 class FakeJudge(BaseHTTPRequestHandler):
     """An OpenAI-compatible chat endpoint that always prefers the first output it is shown."""
 
