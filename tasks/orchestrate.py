@@ -7,6 +7,7 @@ Prefect shows each decision: a stage DVC skips finishes in a `Skipped` state wit
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -194,16 +195,54 @@ def ensure_remote(ws: Workspace) -> str:
     return "local"
 
 
-def push_outputs(ws: Workspace) -> str:
-    """Push the DVC-tracked outputs to the default remote, so another clone can `dvc pull` them."""
-    from dvc.exceptions import DvcException
+PUSH_ATTEMPTS_ENV, PUSH_BACKOFF_ENV = "LLM_LIFECYCLE_PUSH_ATTEMPTS", "LLM_LIFECYCLE_PUSH_BACKOFF_S"
 
-    ensure_remote(ws)
+
+def push_outputs(ws: Workspace) -> str:
+    """Push the DVC-tracked outputs to the default remote, so another clone can `dvc pull` them.
+
+    A remote that is briefly away (a restarting S3 server) is retried with exponential backoff: 4 attempts, waits
+    of 10, 20 and 40 s by default (LLM_LIFECYCLE_PUSH_ATTEMPTS, LLM_LIFECYCLE_PUSH_BACKOFF_S); a push only
+    uploads what the remote lacks, so an attempt resumes where the one before stopped."""
+    name = ensure_remote(ws)
+    attempts = max(1, int(os.environ.get(PUSH_ATTEMPTS_ENV, "4")))
+    backoff_s = float(os.environ.get(PUSH_BACKOFF_ENV, "10"))
+    log = _logger()
+    for attempt in range(1, attempts + 1):
+        try:
+            with ws.dvc() as repo:  # in this process: a `dvc push` process would spend seconds importing DVC again
+                return f"{repo.push()} files pushed"
+        except Exception as err:  # DVC raises its own, botocore's and OS errors alike; all may be transient
+            error = err
+            if attempt < attempts:
+                wait_s = backoff_s * 2 ** (attempt - 1)
+                log.warning(f"dvc push to remote {name!r}, attempt {attempt}/{attempts} failed: {err}; "
+                            f"retrying in {wait_s:g} s")
+                time.sleep(wait_s)
+    raise StageError(_push_failed(ws, name, attempts, error)) from error
+
+
+def _push_failed(ws: Workspace, name: str, attempts: int, error: Exception) -> str:
+    with ws.dvc() as repo:
+        remote = dict(repo.config["remote"].get(name, {}))
+    where = remote.get("url", "?") + (f" at {remote['endpointurl']}" if remote.get("endpointurl") else "")
+    local_s3 = re.search(r"//(127\.0\.0\.1|localhost)[:/]", remote.get("endpointurl", ""))
+    restart = "restart the local stack's S3 server (`llm-lifecycle stack up --s3`), then " if local_s3 else \
+        "once the remote is reachable again, "
+    return (f"dvc push to remote {name!r} ({where}) failed {attempts} times; last error: "
+            f"{type(error).__name__}: {error}\n"
+            f"The local outputs, the DVC cache and dvc.lock are intact; only the upload is missing. To finish it, "
+            f"{restart}run `dvc push` (or the next pipeline run pushes).")
+
+
+def _logger():
+    """The flow run's logger (the message shows in Prefect), or this module's outside a flow run."""
+    from prefect.exceptions import MissingContextError
+
     try:
-        with ws.dvc() as repo:  # in this process: a `dvc push` process would spend seconds importing DVC again
-            return f"{repo.push()} files pushed"
-    except DvcException as err:
-        raise StageError(f"dvc push failed: {err}") from err
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def publish_summary(session: Session, failed: BaseException | None) -> str:
