@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.request
 import warnings
+from fnmatch import fnmatch
 from pathlib import Path
 
 EXPERIMENT = "llm-lifecycle"
@@ -56,9 +57,10 @@ def run_url(run_id: str) -> str | None:
     return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
 
 
-# Tracked files every run rewrites itself: DVC's record of what each output was built from. A change there
-# is the pipeline's own bookkeeping, not code or parameters that differ from the commit.
-RUN_WRITES = ("dvc.lock",)
+# Tracked files every run rewrites itself: DVC's record of what each output was built from, and the stages'
+# metrics (`cache: false` in dvc.yaml, so versioned by git). A change there is the pipeline's own bookkeeping,
+# not code or parameters that differ from the commit. fnmatch patterns: `*` spans folders.
+RUN_WRITES = ("dvc.lock", "reports/*metrics.json")
 
 
 def git_commit(root: Path) -> str:
@@ -83,7 +85,7 @@ def dirty_files(root: Path) -> list[str]:
             paths.add(entry[3:])
             if entry[0] in "RC":
                 paths.add(next(entries))
-    return sorted(paths - set(RUN_WRITES))
+    return sorted(p for p in paths if not any(fnmatch(p, written) for written in RUN_WRITES))
 
 
 def start_run(root: Path, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:

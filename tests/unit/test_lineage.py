@@ -15,7 +15,7 @@ GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 @pytest.fixture
 def repo(tmp_path) -> Path:
     for name, text in {"dvc.lock": "schema: '2.0'\n", "params.yaml": "crawl: {max_records: 5}\n",
-                       "tasks/ingest.py": "SECTION = 'crawl'\n"}.items():
+                       "tasks/ingest.py": "SECTION = 'crawl'\n", "reports/evaluate/base/metrics.json": "{}\n"}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     subprocess.run([*GIT, "init", "-q", "-b", "main"], cwd=tmp_path, check=True)
@@ -30,6 +30,7 @@ def head(repo: Path) -> str:
 
 def test_the_runs_own_dvc_lock_and_untracked_outputs_leave_the_commit_clean(repo):
     (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {ingest: {}}\n")  # what every run rewrites
+    (repo / "reports/evaluate/base/metrics.json").write_text('{"score": 0.5}\n')  # committed, as DVC intends
     (repo / "data").mkdir()
     (repo / "data" / "records.parquet").write_bytes(b"not tracked by git")
 
