@@ -34,6 +34,7 @@ import deepspeed
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
+from deepspeed.constants import default_pg_timeout
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from components.model import flops_per_token
@@ -41,6 +42,7 @@ from components.train.mfu import mfu, peak_flops
 from components.train.objectives import objective_for
 from components.train.params import TrainConfig
 from components.train.schedule import lr_at
+from components.train.watchdog import StepWatchdog
 
 LATEST = "latest"  # the marker's name is DeepSpeed's own, so `load_checkpoint(dir)` finds it too
 SHAPE = "shape.json"  # in each step-N folder: the number of ranks and the global batch that wrote it
@@ -96,37 +98,57 @@ def train(cfg: TrainConfig) -> dict:
     flops = flops_per_token(engine.module.config, cfg.model.seq_len)["train"]
     peak = cfg.peak_flops or peak_flops(engine.device, cfg.bf16)[0]
     loss, val, unreduced_tokens = None, {}, 0
-    for step in range(start, cfg.steps):  # 0-based; step-N checkpoints hold N finished steps
-        began = time.perf_counter()
-        lr = _set_lr(engine, cfg, step)
-        sums, step_tokens = _train_step(engine, objective, batches, step, cfg.grad_accum)
-        unreduced_tokens += step_tokens
-        done = step + 1
-        logging = done % cfg.log_every == 0 or done == cfg.steps
-        saving = done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0)
-        row = {}
-        if logging or saving:  # the only steps that wait for the device and the other ranks
-            stats, all_tokens = _reduce(sums, [step_tokens, unreduced_tokens], engine.device, cfg.grad_accum)
-            tokens, unreduced_tokens = tokens + int(all_tokens[1]), 0
-            loss = stats.pop("loss")
-        if logging:
-            tokens_per_s = all_tokens[0] / (time.perf_counter() - began)
-            row = {"loss": loss, "lr": lr, "grad_norm": _grad_norm(engine), "tokens_per_s": tokens_per_s,
-                   "mfu": mfu(flops, tokens_per_s, world, peak), **stats}
-        if cfg.val_batches and (done == cfg.steps or (cfg.val_every and done % cfg.val_every == 0)):
-            val = _validate(engine, objective, rank, world)
-            row |= val
-        if rank == 0 and cfg.on_metrics and row:
-            cfg.on_metrics({"step": done, **row})
-        if saving:
-            save(engine, cfg.ckpt_dir, done, cfg.keep_last, tokens, _objective_state(objective))
-        if cfg.step_pause_s:
-            time.sleep(cfg.step_pause_s)
+    watchdog = _watchdog(cfg, rank).start(start)
+    try:
+        for step in range(start, cfg.steps):  # 0-based; step-N checkpoints hold N finished steps
+            began = time.perf_counter()
+            lr = _set_lr(engine, cfg, step)
+            sums, step_tokens = _train_step(engine, objective, batches, step, cfg.grad_accum)
+            unreduced_tokens += step_tokens
+            done = step + 1
+            logging = done % cfg.log_every == 0 or done == cfg.steps
+            saving = done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0)
+            row = {}
+            if logging or saving:  # the only steps that wait for the device and the other ranks
+                stats, all_tokens = _reduce(sums, [step_tokens, unreduced_tokens], engine.device, cfg.grad_accum)
+                tokens, unreduced_tokens = tokens + int(all_tokens[1]), 0
+                loss = stats.pop("loss")
+            if logging:
+                tokens_per_s = all_tokens[0] / (time.perf_counter() - began)
+                row = {"loss": loss, "lr": lr, "grad_norm": _grad_norm(engine), "tokens_per_s": tokens_per_s,
+                       "mfu": mfu(flops, tokens_per_s, world, peak), **stats}
+            watchdog.beat(done)
+            if cfg.val_batches and (done == cfg.steps or (cfg.val_every and done % cfg.val_every == 0)):
+                with watchdog.phase("validation", _PHASE_LIMIT_S):
+                    val = _validate(engine, objective, rank, world)
+                row |= val
+            if rank == 0 and cfg.on_metrics and row:
+                cfg.on_metrics({"step": done, **row})
+            if saving:
+                with watchdog.phase("checkpoint save", _PHASE_LIMIT_S):
+                    save(engine, cfg.ckpt_dir, done, cfg.keep_last, tokens, _objective_state(objective))
+            if cfg.step_pause_s:
+                time.sleep(cfg.step_pause_s)
+    finally:  # an exception must not leave it running: it would end the process that handles it
+        watchdog.stop()
     batches.close()
     if cfg.val_batches and not val:  # resumed after the last step: nothing trained, still report validation
         val = _validate(engine, objective, rank, world)
     return {"steps": cfg.steps, "resumed_from": start, "final_loss": loss, **val, "tokens": tokens,
             "world": world, "peak_flops": peak, "train_flops_per_token": flops, "ckpt_dir": str(cfg.ckpt_dir)}
+
+
+# The first step (warm-up, compilation), validation and checkpoint saves may honestly take longer than a step:
+# they get the process group's own time-out (DEEPSPEED_TIMEOUT minutes), which their collectives must meet anyway.
+_PHASE_LIMIT_S = default_pg_timeout.total_seconds()
+
+
+def _watchdog(cfg: TrainConfig, rank: int) -> StepWatchdog:
+    def resume_hint() -> str:
+        step = latest_step(cfg.ckpt_dir)
+        return "the start (no checkpoint yet)" if step is None else f"checkpoint step-{step} in {cfg.ckpt_dir}"
+
+    return StepWatchdog(cfg.step_timeout_s, rank, resume_hint, first_limit_s=_PHASE_LIMIT_S)
 
 
 def _engine(cfg: TrainConfig, world: int, objective, load_universal: bool = False):

@@ -53,6 +53,10 @@ class LoopParams(StrictModel):
     val_batches: int = Field(0, ge=0, description="validation batches (of micro_batch sequences) scored")
     step_pause_s: float = Field(0.0, ge=0, description="sleep after every step: slows a demo or test run so it "
                                 "can be interrupted at a known point; no effect on the results")
+    step_timeout_s: float = Field(300, ge=0, description="step watchdog: a rank that sees no step finish within "
+                                  "max(this, 10x the slowest step) exits with an error, so a job whose node died "
+                                  "stops instead of hanging in a collective (the first step, validation and "
+                                  "checkpoint saves get the process-group time-out, DEEPSPEED_TIMEOUT); 0 disables")
     peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device for MFU; default: the "
                                      "datasheet table (H100, H200, A100), or a matmul measured on CPU")
 

@@ -7,8 +7,9 @@ cluster.
 - the two-node run's losses equal the single-node two-rank run's;
 - `llm-lifecycle preflight` passes across the nodes, and fails with a clear message when one is unreachable;
 - a node that dies mid-run (its link cut, then every process in it killed: no FIN or RST reaches the other)
-  makes the survivor exit with an error within the collective time-out (DEEPSPEED_TIMEOUT, 1 minute here)
-  instead of hanging, and both nodes relaunched resume from the last checkpoint with the uninterrupted losses.
+  makes the survivor exit with the step watchdog's error (components/train/watchdog.py; `step_timeout_s` 20 s
+  here) instead of hanging in gloo's all_reduce, and both nodes relaunched resume from the last checkpoint with
+  the uninterrupted losses.
 
 Needs root and `ip netns` (skipped otherwise). Prints the measured times (`-s` shows them) for
 docs/reliability.md.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,7 +53,8 @@ pytestmark = [pytest.mark.heavy, pytest.mark.skipif(_WHY_NOT is not None, reason
 IFACE = "eth-llm"  # the same name on both nodes: one GLOO_SOCKET_IFNAME serves both, as on a cluster
 PORT = 29517
 RUN_LIMIT_S = 900  # one 12-step launch: ~1 minute on an idle 2-core machine, several on a loaded one
-DETECT_LIMIT_S = 240  # the 60 s collective time-out, plus wide margin for a busy machine
+STEP_TIMEOUT_S = 20  # the dead-node run's watchdog floor: a step here takes 1-3 s with its 1 s pause
+DETECT_LIMIT_S = 240  # the watchdog's bound (max(20 s, 10x the slowest step), 60 s in a save) with wide margin
 # DeepSpeed's CPU shared-memory op, built once into a folder of this test's own: a launch killed while building it
 # (a node killed, a time-out) leaves the folder's lock behind, and every later launch using it would wait forever.
 EXTENSIONS = {"TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "llm-lifecycle" / "torch_extensions-netns")}
@@ -212,15 +215,10 @@ def test_preflight_passes_across_nodes_and_names_an_unreachable_one(nodes, tmp_p
     assert "run the same preflight command on each of them" in problem
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-02: with node 1's link cut and its processes killed after the "
-                   "step-4 checkpoint, node 0's rank was still blocked in gloo's all_reduce (ZeRO-2 allreduce_bucket) "
-                   "240 s later, although DEEPSPEED_TIMEOUT=1 gives the process group a 60 s time-out: nothing bounds "
-                   "the wait for a peer that vanished without a FIN/RST. Needs a step watchdog in the engine "
-                   "(components/train/engine.py) or the launcher")
 def test_a_dead_node_stops_the_other_in_bounded_time_and_both_resume(nodes, uninterrupted, tokens, tmp_path):
     ckpt = tmp_path / "broken"
     # The pause keeps the run in steps 5-8 for seconds, so the node dies before the step-8 checkpoint.
-    procs = train_on_both(nodes, config(tokens, ckpt, ckpt_every=4, step_pause_s=1.0))
+    procs = train_on_both(nodes, config(tokens, ckpt, ckpt_every=4, step_pause_s=1.0, step_timeout_s=STEP_TIMEOUT_S))
     deadline = time.monotonic() + RUN_LIMIT_S
     while not ((ckpt / "latest").exists() and (ckpt / "latest").read_text() == "step-4"):
         assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
@@ -240,6 +238,8 @@ def test_a_dead_node_stops_the_other_in_bounded_time_and_both_resume(nodes, unin
     TIMES["dead_node_detected_s"] = round(time.monotonic() - died, 1)
     assert procs[0].returncode != 0, out[-4000:]
     assert "components.train.run FAILED" in out, out[-4000:]  # torchrun's summary names the failed ranks
+    assert re.search(r"step watchdog: rank \d on llm-node0 made no progress on step \d", out), out[-4000:]
+    assert "rerun the stage; it continues from checkpoint step-4" in out, out[-4000:]
     assert (ckpt / "latest").read_text() == "step-4" and max(losses(ckpt)) < 12
 
     began = time.monotonic()
