@@ -89,7 +89,8 @@ def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_line
         mlflow = MlflowClient(env["MLFLOW_TRACKING_URI"])
         sweep_run = mlflow.get_run(overlay["scaling_run"])
         assert sweep_run.info.status == "FINISHED" and sweep_run.data.tags["llm.kind"] == "scaling"
-        assert sweep_run.data.tags["llm.prefect.flow_run_url"].startswith(f"http://127.0.0.1:{PORTS['LLM_LIFECYCLE_PREFECT_PORT']}/")
+        prefect_url = f"http://127.0.0.1:{PORTS['LLM_LIFECYCLE_PREFECT_PORT']}/"
+        assert sweep_run.data.tags["llm.prefect.flow_run_url"].startswith(prefect_url)
         experiment = sweep_run.info.experiment_id
         points = mlflow.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{sweep_run.info.run_id}'")
         assert len(points) == 6 and all(p.data.tags["llm.kind"] == "scaling-point" for p in points)
