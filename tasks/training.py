@@ -30,7 +30,7 @@ TRAINING_CODE = ("components/train", "components/model")  # what the run key has
 
 # Settings that change what is logged or kept, not the weights: a run may resume under different values.
 OBSERVATION_FIELDS = {"ckpt_dir", "token_dir", "tokenizer_dir", "on_metrics", "step_pause_s", "log_every",
-                      "val_every", "val_batches", "ckpt_every", "keep_last", "peak_flops"}
+                      "val_every", "val_batches", "ckpt_every", "keep_last", "peak_flops", "step_timeout_s"}
 
 
 def run_key(cfg: TrainConfig, token_dir: Path, world: int) -> str:
