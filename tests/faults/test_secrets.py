@@ -88,15 +88,28 @@ def holders(secret: str, files: dict[str, bytes]) -> list[str]:
     return [name for name, data in files.items() if secret.encode() in data]
 
 
+def project_source(ws: Path) -> set[str]:
+    """The project's files as make_workspace committed them and the run left them (this test's own source holds
+    the keys as literals): every other file of the workspace (written, changed or git-ignored) is searched."""
+    def listed(*options: str) -> set[str]:
+        return set(subprocess.run(["git", "ls-files", *options], cwd=ws, capture_output=True, text=True,
+                                  check=True).stdout.splitlines())
+
+    return listed() - listed("--modified", "--deleted")
+
+
 def stores(ws: Path, s3_client) -> dict[str, bytes]:
     """Every file that might hold a key: the workspace (reports, data, dvc config and lock, .llm-lifecycle: logs,
     caches), MLflow's database, Prefect's database, every object on the S3 server (DVC remote, MLflow artifacts)."""
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 
-    APILogHandler.flush()  # the run's logs are sent in batches: all of them reach the database before the search
+    # the run's logs are sent in batches: all of them reach the database before the search (seconds; wide margin)
+    APILogWorker.drain_all(timeout=60)
 
-    files = {str(p): p.read_bytes() for p in ws.rglob("*") if p.is_file() and ".git" not in p.relative_to(ws).parts}
+    source = project_source(ws)
+    files = {str(p): p.read_bytes() for p in ws.rglob("*")
+             if p.is_file() and ".git" not in p.relative_to(ws).parts and str(p.relative_to(ws)) not in source}
     mlflow_db = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
     prefect_db = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
     for store, db in (("mlflow-db", mlflow_db), ("prefect-db", prefect_db)):
