@@ -103,7 +103,7 @@ def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     clean_run = by_stage["clean"]["run_id"]
     assert {"reports/datacard.md", "reports/funnel.png"} <= {a.path for a in client().list_artifacts(clean_run, "reports")}
     removed = pd.concat(pd.read_parquet(p) for p in (ws / "data/clean/removed").glob("*.parquet"))
-    assert {"extract", "language"} <= set(removed["step"]) and removed["rule"].notna().all()
+    assert {"language", "c4_badwords"} <= set(removed["step"]) and removed["rule"].notna().all()
     kept = pd.concat(pd.read_parquet(p) for p in (ws / "data/clean").glob("docs-*.parquet"))
     assert set(kept["language"]) == {"en"} and kept["warc_record_id"].isin(
         pd.read_parquet(ws / "data/ingest/records-00000.parquet")["record_id"]).all()
