@@ -101,6 +101,17 @@ def end_run(run_id: str, ok: bool) -> None:
     client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
+def _leading_entries(items: list[str], limit: int) -> list[str]:
+    """The longest leading run of `items` whose JSON list is at most `limit` characters (still valid JSON)."""
+    size, kept = 2, []
+    for item in items:
+        size += len(json.dumps(item)) + 2
+        if size > limit:
+            break
+        kept.append(item)
+    return kept
+
+
 def record_lineage(root: Path, run_id: str, lock_entry: dict, params: dict, raw_sources: list[str]) -> None:
     """Tag the stage run with the DVC md5 of each input and output (and the raw files it read, if any),
     and log its data inputs as MLflow datasets whose digest is the DVC md5."""
@@ -116,8 +127,10 @@ def record_lineage(root: Path, run_id: str, lock_entry: dict, params: dict, raw_
             datasets.append(DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "input")]))
     for out in lock_entry.get("outs", []):
         tags[f"{TAG}output.{out['path']}"] = out.get("md5", "")
-    if raw_sources:
-        tags[f"{TAG}raw_sources"] = json.dumps(raw_sources)[:7000]
+    if raw_sources:  # a tag holds at most 8,000 characters: whole entries in it, the full list as an artifact
+        tags[f"{TAG}raw_sources"] = json.dumps(_leading_entries(raw_sources, 7000))
+        tags[f"{TAG}raw_sources_count"] = str(len(raw_sources))
+        c.log_dict(run_id, raw_sources, "lineage/raw_sources.json")
     for key, value in tags.items():
         c.set_tag(run_id, key, value)
     for section, values in params.items():

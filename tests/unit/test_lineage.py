@@ -116,3 +116,26 @@ def test_contains_finds_a_url_prefix_and_takes_every_output_downstream_in_the_da
     assert stages[:3] == ["ingest", "clean", "mix"] and "curate" not in stages  # curate reads no crawl record
     assert report["runs"] == [] and report["model_versions"] == []
     assert "clean.url.blocklist" in report["rebuild"]
+
+
+def test_a_long_list_of_raw_sources_stays_valid_json_in_its_tag_and_whole_in_an_artifact(tmp_path):
+    """A folder of saved HTML pages is hundreds of raw files: more than an MLflow tag holds."""
+    import json
+
+    import mlflow
+
+    from tasks import tracking
+
+    files = [f"/data/html/page-{i:04d}.html.gz" for i in range(400)]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with mlflow.start_run() as run:
+            tracking.record_lineage(tmp_path, run.info.run_id, {"deps": [], "outs": []}, {}, files)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    tags = client.get_run(run.info.run_id).data.tags
+    in_tag = json.loads(tags["llm.raw_sources"])
+    assert 0 < len(in_tag) < len(files) and in_tag == files[:len(in_tag)] and tags["llm.raw_sources_count"] == "400"
+    assert json.loads((Path(client.download_artifacts(run.info.run_id, "lineage/raw_sources.json"))).read_text()) == files
