@@ -44,6 +44,8 @@ def _weights(ckpt_dir: Path, step: int) -> dict:
     stage = json.loads((Path(ckpt_dir) / "ds_config.json").read_text())["zero_optimization"]["stage"]
     if stage:
         return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=f"step-{step}")
+    # DeepSpeed pickles its checkpoints; `ckpt_dir` is always the stage's own state folder (.llm-lifecycle/<stage>/,
+    # written by this run's ranks), never a stage output or anything `dvc pull` brings in.
     module = torch.load(Path(ckpt_dir) / f"step-{step}" / "mp_rank_00_model_states.pt", map_location="cpu",
                         weights_only=False)["module"]
     return {name: tensor.float() for name, tensor in module.items()}
