@@ -30,7 +30,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))  # the training tests' token shards and config
-from test_train import config, losses, write_shards  # noqa: E402
+from test_train import config, losses, output_of, write_shards  # noqa: E402
 
 from components.train.launch import LaunchParams, command  # noqa: E402
 
@@ -139,16 +139,6 @@ def train_on_both(nodes: Nodes, cfg: Path) -> list[subprocess.Popen]:
     return [nodes.start(node, cmd) for node in (0, 1)]
 
 
-def finish(proc: subprocess.Popen, timeout: float = RUN_LIMIT_S) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    assert proc.returncode == 0, out[-4000:]
-    return out
-
-
 def result_of(outputs: list[str]) -> dict:
     """The result line rank 0 prints, from whichever node it ran on."""
     lines = [line for out in outputs for line in out.splitlines() if line.startswith('{"steps"')]
@@ -161,7 +151,7 @@ def uninterrupted(nodes, tokens, tmp_path_factory) -> dict[int, float]:
     """Losses of 12 steps trained by the two nodes, one rank each."""
     ckpt = tmp_path_factory.mktemp("two-nodes") / "whole"
     began = time.monotonic()
-    outputs = [finish(proc) for proc in train_on_both(nodes, config(tokens, ckpt))]
+    outputs = [output_of(proc, RUN_LIMIT_S) for proc in train_on_both(nodes, config(tokens, ckpt))]
     TIMES["two_node_run_s"] = round(time.monotonic() - began, 1)
     result = result_of(outputs)
     assert result["world"] == 2 and result["resumed_from"] == 0
@@ -173,7 +163,7 @@ def test_two_nodes_train_as_one_node_with_two_ranks(uninterrupted, tokens, tmp_p
     cmd = command(LaunchParams(nproc_per_node=2), "components.train.run", str(config(tokens, one_node)))
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **EXTENSIONS, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    finish(proc)
+    output_of(proc, RUN_LIMIT_S)
     expected = losses(one_node)
     assert sorted(uninterrupted) == sorted(expected) == list(range(1, 13))
     for step, loss in expected.items():
@@ -193,7 +183,7 @@ def report_of(out: str) -> dict:
 
 def test_preflight_passes_across_nodes_and_names_an_unreachable_one(nodes, tmp_path):
     procs = [nodes.start(node, preflight_argv(tmp_path, RUN_LIMIT_S)) for node in (0, 1)]
-    reports = [report_of(finish(proc)) for proc in procs]
+    reports = [report_of(output_of(proc, RUN_LIMIT_S)) for proc in procs]
     for report in reports:
         assert report["ok"] and report["world"] == 2 and report["nodes"] == 2, report
         assert sorted(r["host"] for r in report["ranks"]) == list(Nodes.names)
@@ -243,7 +233,7 @@ def test_a_dead_node_stops_the_other_in_bounded_time_and_both_resume(nodes, unin
     assert (ckpt / "latest").read_text() == "step-4" and max(losses(ckpt)) < 12
 
     began = time.monotonic()
-    outputs = [finish(proc) for proc in train_on_both(nodes, config(tokens, ckpt, ckpt_every=4))]
+    outputs = [output_of(proc, RUN_LIMIT_S) for proc in train_on_both(nodes, config(tokens, ckpt, ckpt_every=4))]
     TIMES["resume_run_s"] = round(time.monotonic() - began, 1)
     assert result_of(outputs)["resumed_from"] == 4
     resumed = losses(ckpt)

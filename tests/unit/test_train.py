@@ -138,14 +138,20 @@ def launch(cfg: Path, ranks: int = 2) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 600) -> dict:
-    # a 2-rank launch of a few steps takes 30-60 s on a quiet machine, and took 4 minutes under load 16
+def output_of(proc: subprocess.Popen, timeout: float) -> str:
+    """A launch's output once it exits cleanly; killed whole if it outlives `timeout`."""
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
     assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> dict:
+    # a 2-rank launch of a few steps takes 30-60 s on a quiet machine, and took 4 minutes under load 16
+    out = output_of(proc, timeout)
     return json.loads([line for line in out.splitlines() if line.startswith('{"steps"')][-1])
 
 
