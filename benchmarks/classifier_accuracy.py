@@ -8,16 +8,14 @@ evaluation pages and the shared crawl's pages, both extracted as the clean stage
 classifier (default QualityParams) is trained on the eight others and scores the held-out one. Per curated
 source: the AUC of its scores against every web document's held-out scores; the headline is their mean, with a
 95% bootstrap interval (documents resampled within each source); chance is 0.5.
-Domain: the rules against components/clean/domain_sample.jsonl.
+The domain classifier is scored by `python -m benchmarks.domain_pool score`.
 """
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import tempfile
 import time
-from collections import Counter
 from itertools import cycle, islice
 from pathlib import Path
 
@@ -27,7 +25,6 @@ from scipy import sparse
 from sklearn.metrics import roc_auc_score
 
 from components.clean.doc import Doc
-from components.clean.domain import DOMAINS, classify
 from components.clean.extract import Extract
 from components.clean.quality import QualityParams, featurize, fit, train
 from components.curated import CuratedSource, read_source
@@ -36,7 +33,6 @@ from components.ingest import CrawlParams, Source, ingest
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 CURATED = DATA / "curated"
-SAMPLE = REPO / "components" / "clean" / "domain_sample.jsonl"
 SPEED_DOCS = 1000
 BOOTSTRAP = 1000
 MIN_CHARS = 200  # web pages whose extracted text is shorter are not documents the classifier would see
@@ -141,31 +137,11 @@ def stage_rows(curated: dict, web: dict, params: QualityParams) -> list[tuple[st
             ("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f}")]
 
 
-def domain_rows() -> tuple[list[tuple], float]:
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    confusion = Counter((row["domain"], classify(row["url"], row["text"])[0]) for row in rows)
-    table = []
-    for domain in DOMAINS:
-        total = sum(count for (gold, _), count in confusion.items() if gold == domain)
-        wrong = {pred: count for (gold, pred), count in confusion.items() if gold == domain and pred != domain}
-        predicted = sum(count for (_, pred), count in confusion.items() if pred == domain)
-        precision = confusion[(domain, domain)] / predicted if predicted else float("nan")
-        misses = ", ".join(f"{pred} {count}" for pred, count in sorted(wrong.items())) or "-"
-        table.append((domain, total, confusion[(domain, domain)] / total, precision, misses))
-    accuracy = sum(confusion[(domain, domain)] for domain in DOMAINS) / len(rows)
-    return table, accuracy
-
-
 def main() -> None:
     print("## Quality classifier (static embedding + hashed 1-2-grams, logistic regression)\n")
     print("| measure | value |\n|---|---|")
     for name, value in quality_rows():
         print(f"| {name} | {value} |")
-    table, accuracy = domain_rows()
-    print(f"\n## Domain rules on domain_sample.jsonl (accuracy {accuracy:.3f})\n")
-    print("| domain | documents | recall | precision | labelled this, predicted as |\n|---|---|---|---|---|")
-    for domain, total, recall, precision, misses in table:
-        print(f"| {domain} | {total} | {recall:.2f} | {precision:.2f} | {misses} |")
 
 
 if __name__ == "__main__":

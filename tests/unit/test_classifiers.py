@@ -1,4 +1,4 @@
-"""Quality classifier (curated vs web text) and domain rules, on the real public text in ../shared/data."""
+"""Quality classifier (curated vs web text) and domain classifier, on the real public text in ../shared/data."""
 from __future__ import annotations
 
 import json
@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from safetensors import SafetensorError
 from sklearn.metrics import roc_auc_score
 
 from components.clean.doc import Doc
-from components.clean.domain import DOMAINS, DomainClassifier, classify
+from components.clean import domain
+from components.clean.domain import DomainClassifier, classify
 from components.clean.quality import QualityModel, QualityParams, UnsafeModelFile, cutoff, train
 from components.curated import CuratedSource, read_source
 
 REPO = Path(__file__).resolve().parents[2]
 CURATED = Path(os.environ.get("LLM_LIFECYCLE_DATA_DIR", REPO.parent / "shared" / "data")).resolve() / "curated"
-SAMPLE = REPO / "components" / "clean" / "domain_sample.jsonl"
+LABELS = REPO / "components" / "clean" / "domain_labels.jsonl"
 needs_data = pytest.mark.skipif(not CURATED.is_dir(), reason=f"test data not found at {CURATED}")
 
 
@@ -109,11 +111,45 @@ def test_training_needs_both_classes():
         train(["a", "b"], ["c"], QualityParams())
 
 
-def test_domain_rules_on_the_hand_labelled_sample():
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    assert len(rows) == 81 and {row["domain"] for row in rows} == set(DOMAINS)
-    correct = sum(classify(row["url"], row["text"])[0] == row["domain"] for row in rows)
-    assert correct / len(rows) >= 0.65  # measured 59/81 = 0.73
+@needs_data
+def test_domain_model_on_held_out_pages():
+    """The held-out pages that need no extraction (C4, dolma, Wikipedia: 110 of 150); all 150 give 0.680
+    (`python -m benchmarks.domain_pool score`). Always "other" scores 0.40 on them."""
+    from benchmarks.domain_pool import labelled
+
+    test = labelled("test", sources=["c4_demo", "dolma", "wiki_demo"])
+    right = sum(classify(row["url"], row["text"])[0] == row["domain"] for row in test)
+    assert len(test) == 110 and right / len(test) >= 0.55  # measured 68/110 = 0.62; always "other": 0.43
+    train_keys = {row["key"] for row in map(json.loads, LABELS.read_text().splitlines()) if row["split"] == "train"}
+    assert not train_keys & {row["key"] for row in test}
+
+
+@pytest.mark.heavy
+@needs_data
+def test_shipped_domain_model_is_what_fit_gives_on_the_labels(tmp_path):
+    from benchmarks.domain_pool import labelled
+
+    rows = labelled("train")
+    fitted = domain.fit([row["text"] for row in rows], [row["domain"] for row in rows])
+    shipped = domain.shipped_model()
+    assert fitted.classes == shipped.classes
+    np.testing.assert_allclose(fitted.weights, shipped.weights, atol=1e-5)
+
+
+def test_domain_model_file_round_trips_and_refuses_a_pickle(tmp_path):
+    model = domain.fit(["def f(x):\n    return x + 1", "Buy now: free shipping on every order, $9.99",
+                        "import os\nprint(os.getcwd())", "Add to cart. In stock. Price $19.99"],
+                       ["code", "commerce", "code", "commerce"])
+    model.save(tmp_path / "m.safetensors")
+    loaded = domain.DomainModel.load(tmp_path / "m.safetensors")
+    texts = ["for i in range(3): print(i)", "Order today and save 20%"]
+    assert loaded.predict(texts) == model.predict(texts) and loaded.classes == ["code", "commerce"]
+    np.testing.assert_array_equal(loaded.weights, model.weights)
+    marker, planted = tmp_path / "marker", tmp_path / "evil.safetensors"
+    planted.write_bytes(pickle.dumps(WritesMarker(marker)))
+    with pytest.raises(SafetensorError):
+        domain.DomainModel.load(planted)
+    assert not marker.exists(), "loading the domain model ran the pickle's code"
 
 
 @pytest.mark.parametrize("url, text, domain", [
@@ -124,15 +160,9 @@ def test_domain_rules_on_the_hand_labelled_sample():
     ("https://www.bbc.com/news/world-us-canada-52241221", "", "news"),
     ("http://www.uraharajuku.st/shopdetail/001005000005/019/000/order/", "", "commerce"),
     ("https://www.royalroad.com/fiction/34798/melas/chapter/535107/chapter-1-prologue-murdered", "", "fiction"),
-    (None, "KOBE – A total of 6,000 surgical masks have been lost at a hospital in Kobe, it was learned Tuesday.",
-     "news"),
-    (None, "import requests\nfrom bs4 import BeautifulSoup\nquery = query.replace(' ', '+')\n"
-           "URL = f\"https://google.com/search?q={query}\"\nresp = requests.get(URL, headers=headers)", "code"),
-    (None, "Anarchism is a political philosophy and movement that is sceptical of authority.", "reference"),
-    (None, "Thanks for stopping by! See you soon.", "other"),
 ])
-def test_domain_rules_on_real_examples(url, text, domain):
-    assert classify(url, text)[0] == domain
+def test_domain_url_rules_on_real_examples(url, text, domain):
+    assert classify(url, text) == (domain, classify(url, text)[1]) and classify(url, text)[1].startswith("url:")
 
 
 def test_domain_filter_labels_and_never_removes():
