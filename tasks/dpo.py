@@ -16,11 +16,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from components.model.load import load_pretrained
-from components.sft.behaviour import generate_replies, held_out_prompts, stop_rates, write_samples
 from components.storage import file_md5
-from components.train.objectives.dpo import REFERENCE, Options, reference_logps
-from components.train.objectives.pairs import read_pairs
+from components.train.objectives.options import DpoOptions as Options
 from tasks.sft import stop_token_ids
 from tasks.training import (CHECK_COLUMNS, FineTuneParams, base_model_dir, chat_model_checks, fine_tune_config,
                             folder_digest, register_fine_tuned, train_and_export, upstream_model)
@@ -60,6 +57,10 @@ def run(ctx, progress: bool = True) -> dict[str, float]:
 
 def write_reference(data: Path, base: Path, root: Path) -> Path:
     """The reference model's log-probabilities of every pair, computed once per (data, model) and reused."""
+    from components.model.load import load_pretrained
+    from components.train.objectives.dpo import REFERENCE, reference_logps
+    from components.train.objectives.pairs import read_pairs
+
     folder = root / f"{file_md5(data / 'manifest.json')[:12]}-{folder_digest(base)[:12]}"
     if all((folder / REFERENCE.format(split=split)).exists() for split in ("train", "val")):
         return folder
@@ -78,6 +79,8 @@ def write_reference(data: Path, base: Path, root: Path) -> Path:
 
 
 def _length_drift(params: Params, data: Path, base: Path, tuned: Path, report_dir: Path) -> dict[str, float]:
+    from components.sft.behaviour import generate_replies, held_out_prompts, stop_rates, write_samples
+
     prompts = held_out_prompts(data, params.eval_prompts)
     if not prompts:
         return {}

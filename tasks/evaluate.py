@@ -21,7 +21,6 @@ from pathlib import Path
 import pandas as pd
 
 from components.evaluate import EvalParams as Params
-from components.evaluate import evaluate_model, report_card
 from components.tokenizer.roundtrip import mix_texts
 from tasks.dag import Input, StageError, StageSpec
 
@@ -36,6 +35,8 @@ __all__ = ["GATES", "HEADLINE", "MIX", "Params", "SECTION", "headline", "model_r
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:
+    from components.evaluate import report_card
+
     model = ctx.inputs[model_read(ctx.spec).stage]
     rows = score_model(model, ctx.params, ctx.spec.item, ctx.inputs[MIX])
     scores = pd.DataFrame(rows)
@@ -56,6 +57,8 @@ def model_read(spec: StageSpec) -> Input:
 def score_model(model: str | Path, params: Params, name: str, mix: Path | None) -> list[dict]:
     """Every score row of `model` (an HF folder or hub id); with `mix`, text sets holding a mix document are
     refused."""
+    from components.evaluate import evaluate_model
+
     require_causal_lm(model)
     return evaluate_model(model, params, name, _mix_documents(mix) if mix else None)
 

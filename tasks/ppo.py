@@ -17,9 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from components.evaluate.stats import bootstrap
-from components.reward import score_replies
-from components.sft.behaviour import generate_replies, held_out_prompts, stop_rates, write_samples
-from components.train.objectives.ppo import Options
+from components.train.objectives.options import PpoOptions as Options
 from components.train.report import read_rows
 from tasks.sft import stop_token_ids
 from tasks.training import (CHECK_COLUMNS, FineTuneParams, base_model_dir, chat_model_checks, fine_tune_config,
@@ -70,6 +68,9 @@ def science_check(params: Params, data: Path, sft: Path, ppo: Path, reward_model
                   report_dir: Path) -> dict[str, float]:
     """The reward model's mean score of the PPO policy's held-out replies minus the SFT policy's, with a paired
     bootstrap interval; the reply lengths beside it."""
+    from components.reward import score_replies
+    from components.sft.behaviour import generate_replies, held_out_prompts, stop_rates, write_samples
+
     prompts = held_out_prompts(data, params.eval_prompts)
     if not prompts:
         return {}

@@ -17,13 +17,10 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field, model_validator
 
-from components.model import describe, parameter_count, reload_difference
-from components.model.config import llama_config
 from components.storage import file_md5
 from components.tokenize import read_manifest, require_compatible
 from components.tokenizer import tokenizer_digest
-from components.train import TrainConfig, TrainParams, decay_start, split_shards, val_batches
-from components.train.evaluate import token_bytes, unigram_bits_per_byte
+from components.train import TrainConfig, TrainParams, decay_start
 from components.train.launch import LaunchParams, world_size
 from components.train.report import plot_training, read_rows, summary
 from components.train.params import METRICS, RESULT
@@ -55,6 +52,9 @@ class Params(TrainParams):
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:
+    from components.model import parameter_count
+    from components.train.evaluate import token_bytes, unigram_bits_per_byte
+
     cfg = train_config(ctx.params, ctx.inputs["tokenize"], ctx.inputs["tokenizer"], ctx.state_dir)
     config_file = cfg.ckpt_dir / "train_config.json"
     config_file.write_text(cfg.model_dump_json(indent=2))
@@ -101,6 +101,9 @@ def train_config(params: Params, token_dir: Path, tokenizer_dir: Path, state_dir
 
 def _checks(params: Params, cfg: TrainConfig, model, out_dir: Path, stats: dict) -> pd.DataFrame:
     """What the gate requires of the model: one row per check, `passed` True or False."""
+    from components.model import reload_difference
+    from components.train import split_shards, val_batches
+
     batch = next(val_batches(split_shards(cfg.token_dir, "val") or split_shards(cfg.token_dir, "train"),
                              min(cfg.model.seq_len, 64), 2, 1))
     difference = reload_difference(model, out_dir, batch[:, :-1])
@@ -117,6 +120,8 @@ def _checks(params: Params, cfg: TrainConfig, model, out_dir: Path, stats: dict)
 
 
 def _card(cfg: TrainConfig, result: dict, stats: dict) -> str:
+    from components.model import llama_config, parameter_count
+
     config = llama_config(cfg.model, cfg.vocab_size, cfg.bos_id, cfg.eos_id, cfg.pad_id)
     lines = ["## Training", "",
              f"{result['steps']} steps, {result['tokens']:,} tokens, {result['world']} rank(s), ZeRO-{cfg.zero_stage}, "
@@ -134,6 +139,8 @@ def _card(cfg: TrainConfig, result: dict, stats: dict) -> str:
 def published(ctx, stage_run) -> None:
     """Once the model passed its gate and is published: drop superseded checkpoints, and register the model
     in the MLflow Model Registry, tagged with what it was made from."""
+    from components.model import describe
+
     from tasks.dag import Workspace
 
     ws = Workspace()

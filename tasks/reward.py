@@ -14,12 +14,9 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field
 
-from components.reward import analyse, plot_analysis, score_pairs
-from components.train.objectives.pairs import read_pairs
-from components.train.objectives.reward import Options, scores
+from components.train.objectives.options import RewardOptions as Options
 from tasks.training import (CHECK_COLUMNS, FineTuneParams, base_model_dir, fine_tune_config, register_fine_tuned,
                             train_and_export, upstream_model)
 
@@ -36,6 +33,9 @@ class Params(FineTuneParams):
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:
+    from components.reward import analyse, plot_analysis, score_pairs
+    from components.train.objectives.pairs import read_pairs
+
     base = base_model_dir(ctx.params.base_model, ctx.inputs["sft"], ctx.state_dir)
     data = ctx.inputs["preferences"]
     cfg = fine_tune_config(ctx.params, "reward", data, base, ctx.state_dir, options=ctx.params.loss.model_dump())
@@ -74,6 +74,10 @@ def _report(analysis: dict) -> str:
 def _checks(params: Params, model, val, pad_id: int, scored: pd.DataFrame, stats: dict,
             held_out: dict) -> pd.DataFrame:
     """What the gate requires of the reward model: one row per check, `passed` True or False."""
+    import torch
+
+    from components.train.objectives.reward import scores
+
     count = min(len(val), 8)
     with torch.no_grad():
         chosen, rejected = scores(model.eval(), val.take(np.arange(count), pad_id))

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from components.sft.behaviour import EOT, IM_END, generate_replies, held_out_prompts, stop_rates, write_samples
 from tasks.training import (CHECK_COLUMNS, FineTuneParams, base_model_dir, chat_model_checks, fine_tune_config,
                             register_fine_tuned, train_and_export, upstream_model)
 
@@ -54,6 +53,8 @@ def run(ctx, progress: bool = True) -> dict[str, float]:
 
 def stop_token_ids(model_dir: Path) -> list[int]:
     """The chat template's end of turn, then the end of text: a chat model's generation stops at either."""
+    from components.sft.behaviour import EOT, IM_END
+
     vocab = json.loads((Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8"))
     ids = {token["content"]: token["id"] for token in vocab.get("added_tokens", [])}
     missing = [token for token in (IM_END, EOT) if token not in ids]
@@ -64,6 +65,8 @@ def stop_token_ids(model_dir: Path) -> list[int]:
 
 def _behaviour(params: Params, data_dir: Path, base: Path, tuned: Path, report_dir: Path) -> dict[str, float]:
     """Stop rates of the base and the fine-tuned model on the same held-out prompts; replies kept as samples."""
+    from components.sft.behaviour import generate_replies, held_out_prompts, stop_rates, write_samples
+
     prompts = held_out_prompts(data_dir, params.eval_prompts)
     if not prompts:
         return {}

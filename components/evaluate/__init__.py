@@ -10,15 +10,17 @@
 - Building blocks: `LogLikelihood` (batched continuation scoring with lm-evaluation-harness's conventions),
   `read_items` / `requests` (the tasks and their prompts), `permutation_test`, `Judge` / `win_rates`.
 """
-from components.evaluate.contamination import ngram_overlap, permutation_test
-from components.evaluate.judge import Judge, annotate, win_rates
 from components.evaluate.params import ContaminationParams, EvalParams, JudgeParams, TaskSpec
-from components.evaluate.perplexity import EvalTextInTraining, refuse_training_documents
-from components.evaluate.report import report_card
-from components.evaluate.run import data_overlap, evaluate_model
-from components.evaluate.scoring import LogLikelihood
 from components.evaluate.stats import Score
-from components.evaluate.tasks import read_items, requests
+from components.lazy import lazy_names
+
+# the rest import torch or more: loaded on first use
+__getattr__ = lazy_names(__name__, {
+    "EvalTextInTraining": "perplexity", "Judge": "judge", "LogLikelihood": "scoring", "annotate": "judge",
+    "data_overlap": "run", "evaluate_model": "run", "ngram_overlap": "contamination", "permutation_test":
+    "contamination", "read_items": "tasks", "refuse_training_documents": "perplexity", "report_card": "report",
+    "requests": "tasks", "win_rates": "judge",
+})
 
 __all__ = ["ContaminationParams", "EvalParams", "EvalTextInTraining", "Judge", "JudgeParams", "LogLikelihood",
            "Score", "TaskSpec", "annotate", "data_overlap", "evaluate_model", "ngram_overlap", "permutation_test",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from pathlib import Path
 
 import pandas as pd
 from pydantic import Field, model_validator

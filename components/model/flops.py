@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from transformers import LlamaConfig
 
-from components.model.config import ModelParams, llama_config
+from components.model.config import llama_config
+from components.model.params import ModelParams
 
 
 def _layer_matmul_params(config: LlamaConfig) -> int:

@@ -9,12 +9,16 @@ each side masked to its last reply, split by prompt.
   judge's agreement with human labels;
 - build.py: the steps in order (the SFT data stage's, components/sft_data, on pairs); report.py: the data card.
 """
-from components.preferences.build import SCHEMA, build_preferences
+from components.lazy import lazy_names
 from components.preferences.pairs import ORIGINS, Pair, make_pair, pair_id, prompt_id
 from components.preferences.params import Endpoint, PreferenceSource, PreferencesParams, SimulationParams
-from components.preferences.requests import CachedChat, Completion
-from components.preferences.simulate import judge, parse_verdict, simulate
 from components.preferences.sources import PreferenceDataError, read_preferences
+
+# the rest import torch or more: loaded on first use
+__getattr__ = lazy_names(__name__, {
+    "CachedChat": "requests", "Completion": "requests", "SCHEMA": "build", "build_preferences": "build",
+    "judge": "simulate", "parse_verdict": "simulate", "simulate": "simulate",
+})
 
 __all__ = ["ORIGINS", "SCHEMA", "CachedChat", "Completion", "Endpoint", "Pair", "PreferenceDataError",
            "PreferenceSource", "PreferencesParams", "SimulationParams", "build_preferences", "judge", "make_pair",

@@ -15,29 +15,18 @@ The reference log-probabilities never change, so they are computed once, before 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from components.params import StrictModel
+from components.train.objectives.options import DpoOptions as Options  # params read it without torch
 from components.train.objectives.pairs import Pairs, read_pairs, reply_logps
 from components.train.objectives.sampling import EpochSampler, dealt
 from components.train.objectives.sft import build_model, check_data
 from components.train.params import TrainConfig
 
 REFERENCE = "reference_logps-{split}.npy"  # (pairs, 2): chosen, rejected
-
-
-class Options(StrictModel):
-    beta: float = Field(0.1, gt=0, description="strength of the KL leash to the reference model")
-    loss: Literal["sigmoid", "ipo"] = "sigmoid"
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="sigmoid only: the share of labels assumed "
-                                   "flipped (conservative DPO)")
-    reference_dir: Path | None = Field(None, description="where reference_logps-<split>.npy are (the stage "
-                                       "writes them); default the data folder")
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,

@@ -11,19 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from components.model.load import load_pretrained
-from components.params import StrictModel
+from components.train.objectives.options import RewardOptions as Options  # params read it without torch
 from components.train.objectives.pairs import read_pairs
 from components.train.objectives.sampling import EpochSampler, dealt
 from components.train.objectives.sft import check_data
 from components.train.params import TrainConfig
-
-
-class Options(StrictModel):
-    margin: float = Field(0.0, ge=0, description="required reward gap: −log σ(r_c − r_r − margin)")
-    center_coef: float = Field(0.0, ge=0, description="weight of (r_c + r_r)²: keeps rewards centred on 0")
 
 
 def build_model(cfg: TrainConfig):
