@@ -15,6 +15,8 @@ import hashlib
 import os
 import socket
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
@@ -115,12 +117,8 @@ def tokenize_shard(job: Job, settings: Settings) -> dict:
     tokenizer = load_tokenizer(settings.tokenizer_file)
     writers: dict[str, PieceWriter] = {}
     dropped = 0
-    for batch in pq.ParquetFile(job.path).iter_batches(batch_size=settings.batch_docs, columns=COLUMNS):
-        docs = batch.to_pydict()
-        splits = [split_of(job.kind, doc_id, settings) for doc_id in docs["id"]]
-        kept = [k for k, split in enumerate(splits) if split is not None]
+    for docs, splits, kept, encodings in encoded_batches(tokenizer, job, settings):
         dropped += len(splits) - len(kept)
-        encodings = tokenizer.encode_batch_fast([docs["text"][k] for k in kept], add_special_tokens=False)
         for k, encoding in zip(kept, encodings):
             if splits[k] not in writers:
                 piece = Path(settings.pieces_dir) / f"{job.index:05d}-{splits[k]}.bin"
@@ -130,6 +128,32 @@ def tokenize_shard(job: Job, settings: Settings) -> dict:
             writer.flush()
     pieces = [writers[split].close() | {"split": split} for split in SPLITS if split in writers]
     return {"pieces": pieces, "dropped_val_documents": dropped}
+
+
+def encoded_batches(tokenizer: Tokenizer, job: Job, settings: Settings) -> Iterator[tuple]:
+    """(docs, their splits, the kept positions, the kept documents' encodings) per record batch, in order.
+
+    The next batch is read and encoded on a helper thread while the caller writes this one: encode_batch_fast
+    releases the GIL, so the Rust pool keeps the cores busy while Python turns ids into the piece files (one
+    process alone spent 14% of its time there, the encoder idle: benchmarks/RESULTS.md)."""
+    def encode(batch) -> tuple:
+        docs = batch.to_pydict()
+        splits = [split_of(job.kind, doc_id, settings) for doc_id in docs["id"]]
+        kept = [k for k, split in enumerate(splits) if split is not None]
+        return docs, splits, kept, tokenizer.encode_batch_fast([docs["text"][k] for k in kept],
+                                                               add_special_tokens=False)
+
+    batches = pq.ParquetFile(job.path).iter_batches(batch_size=settings.batch_docs, columns=COLUMNS)
+
+    def encode_next() -> tuple | None:
+        batch = next(batches, None)
+        return None if batch is None else encode(batch)
+
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        ahead = helper.submit(encode_next)
+        while (current := ahead.result()) is not None:
+            ahead = helper.submit(encode_next)
+            yield current
 
 
 class PieceWriter:
