@@ -4,9 +4,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+
+from tasks.tracking import RUN_WRITES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +44,8 @@ def make_workspace(target: Path) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
-        if (REPO / name).is_file() and name != "dvc.lock":  # a fresh workspace has built nothing yet
+        # a fresh workspace has built nothing yet: no lock, no metrics from a run in this checkout
+        if (REPO / name).is_file() and not any(fnmatch(name, written) for written in RUN_WRITES):
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, target / name)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
