@@ -62,6 +62,7 @@ def validate(suite_name: str, data_dir: Path, pattern: str = "*.parquet", params
 
     unique_columns = tuple(getattr(suite, "UNIQUE_ACROSS_SHARDS", ()))
     row_id = getattr(suite, "ROW_ID", None)
+    row_context = tuple(getattr(suite, "ROW_CONTEXT", ()))
     # Per shard and column, the distinct 64-bit hashes of its values: 8 bytes x records in all (numpy uint64
     # arrays, not a Python set, which would cost ~70 bytes per record). Values themselves are only re-read
     # (one column, one shard at a time) to name examples when some hash is seen in two shards.
@@ -73,7 +74,7 @@ def validate(suite_name: str, data_dir: Path, pattern: str = "*.parquet", params
             if hasattr(suite, "derive"):  # columns computed in Python that expectations then check
                 df = suite.derive(df)
             gx_result = definition.run(batch_parameters={"dataframe": df})
-            result["shards"].append(_shard_result(path, df, gx_result, row_id))
+            result["shards"].append(_shard_result(path, df, gx_result, row_id, row_context))
             for column in unique_columns:
                 if column in df.columns:
                     hashes[column].append(_distinct_hashes(df[column]))
@@ -112,7 +113,7 @@ def _validation_definition(suite_name: str, expectations: list):
         gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
 
 
-def _shard_result(path: Path, df, gx_result, row_id: str | None) -> dict:
+def _shard_result(path: Path, df, gx_result, row_id: str | None, row_context: tuple[str, ...] = ()) -> dict:
     failures = []
     for r in gx_result.results:
         if r.success:
@@ -136,6 +137,8 @@ def _shard_result(path: Path, df, gx_result, row_id: str | None) -> dict:
         rows = details.get("partial_unexpected_index_list")
         if row_id and row_id in df.columns and rows:
             failure[row_id] = _json_values(df[row_id].loc[rows[:MAX_EXAMPLES]])
+            for column in (c for c in row_context if c in df.columns):
+                failure[column] = _json_values(df[column].loc[rows[:MAX_EXAMPLES]])
         failures.append(failure)
     return {
         "shard": path.name,
@@ -221,9 +224,9 @@ def _failure_message(result: dict) -> str:
                 line += f": {f['unexpected_count']} of {f['element_count']} rows unexpected"
             if f["examples"]:
                 line += f", e.g. {f['examples']!r}"
-            for key in f.keys() - {"expectation", "column", "kwargs", "unexpected_count", "element_count",
-                                   "examples", "exception"}:
-                line += f" ({key} {f[key]!r})"  # the suite's ROW_ID values of the example rows
+            for key in [k for k in f if k not in {"expectation", "column", "kwargs", "unexpected_count",
+                                                   "element_count", "examples", "exception"}]:
+                line += f" ({key} {f[key]!r})"  # the suite's ROW_ID (and ROW_CONTEXT) values of the example rows
             if f["exception"]:
                 line += f": error: {f['exception']}"
             lines.append(line)

@@ -31,6 +31,10 @@ class Params(FineTuneParams):
     pack: bool = Field(True, description="several conversations per row, attention kept inside each")
     eval_prompts: int = Field(32, ge=0, description="held-out prompts (SFT val split) both models answer")
     max_new_tokens: int = Field(128, gt=0, description="reply budget of the behaviour check")
+    stop_check_temperature: float = Field(
+        1.0, ge=0, description="the behaviour check samples replies at this temperature (seeded; 0: greedy). A "
+        "small model's greedy reply tends to loop on frequent tokens, so whether it ends its turn swung between "
+        "0.0 and 0.78 with small changes to the tiny preset's data; sampling measures what the model learned")
     require_stop_rate_gain: bool = Field(True, description="the gate fails a model that ends its turn with "
                                          "<|im_end|> no more often than the base model did")
 
@@ -70,8 +74,8 @@ def _behaviour(params: Params, data_dir: Path, base: Path, tuned: Path, report_d
     prompts = held_out_prompts(data_dir, params.eval_prompts)
     if not prompts:
         return {}
-    before = generate_replies(base, prompts, params.max_new_tokens)
-    after = generate_replies(tuned, prompts, params.max_new_tokens)
+    before = generate_replies(base, prompts, params.max_new_tokens, temperature=params.stop_check_temperature)
+    after = generate_replies(tuned, prompts, params.max_new_tokens, temperature=params.stop_check_temperature)
     write_samples(before, report_dir / "samples_base.jsonl")
     write_samples(after, report_dir / "samples_sft.jsonl")
     return stop_rates(after) | {f"base_{key}": value for key, value in stop_rates(before).items()}

@@ -44,9 +44,10 @@ def held_out_prompts(data_dir: Path, count: int) -> list[list[dict]]:
 
 
 @torch.no_grad()
-def generate_replies(model_dir: Path, prompts: list[list[dict]], max_new_tokens: int,
-                     batch_size: int = 16) -> list[Generation]:
-    """Greedy replies of the model in `model_dir` to each prompt, stopping at `<|im_end|>` or end-of-text."""
+def generate_replies(model_dir: Path, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 16,
+                     temperature: float = 0.0, seed: int = 0) -> list[Generation]:
+    """Replies of the model in `model_dir` to each prompt, stopping at `<|im_end|>` or end-of-text: greedy at
+    temperature 0, else sampled (the same seed gives the same replies)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -60,8 +61,11 @@ def generate_replies(model_dir: Path, prompts: list[list[dict]], max_new_tokens:
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch]
         encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
                             truncation=True, max_length=max(window - max_new_tokens, 1))
-        ids = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=list(stops),
-                             pad_token_id=tokenizer.pad_token_id)
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {"do_sample": False}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + first)
+            ids = model.generate(**encoded, max_new_tokens=max_new_tokens, eos_token_id=list(stops),
+                                 pad_token_id=tokenizer.pad_token_id, **sampling)
         for prompt, row in zip(batch, ids[:, encoded["input_ids"].shape[1]:].tolist()):
             end = next((i for i, token in enumerate(row) if token in stops), None)
             reply = row if end is None else row[:end]

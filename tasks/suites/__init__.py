@@ -8,6 +8,7 @@ One module per suite: ``tasks/suites/<name>.py`` defines
 - optionally ``derive(df)``: returns the shard with extra columns computed in Python (e.g. PII found by the
   scrubber's own detector), so expectations can check what no regex alone can express;
 - optionally ``ROW_ID``: the column that names a row in failure reports (example record ids);
+- optionally ``ROW_CONTEXT``: further columns shown with each failing row (a model check's value and limit);
 - optionally ``UNIQUE_ACROSS_SHARDS``: columns whose values must be unique over all shards of a dataset
   (GX validates one shard at a time; `tasks.gates` checks these itself).
 

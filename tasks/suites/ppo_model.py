@@ -3,7 +3,7 @@ of tasks/training.py): the HF folder reloads with the trained logits, the losses
 at both stop tokens. The rules are pretrained_model's."""
 from __future__ import annotations
 
-from tasks.suites.pretrained_model import ROW_ID, expectations
+from tasks.suites.pretrained_model import ROW_CONTEXT, ROW_ID, expectations
 
 NAME = "ppo_model"
-__all__ = ["NAME", "ROW_ID", "expectations"]
+__all__ = ["NAME", "ROW_CONTEXT", "ROW_ID", "expectations"]

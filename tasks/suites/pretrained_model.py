@@ -5,6 +5,7 @@ from __future__ import annotations
 
 NAME = "pretrained_model"
 ROW_ID = "check"
+ROW_CONTEXT = ("value", "limit", "detail")  # a failed check says what it measured against what
 
 
 def expectations(params=None) -> list:

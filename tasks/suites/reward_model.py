@@ -3,7 +3,7 @@ folder reloads as AutoModelForSequenceClassification with the trained rewards, t
 the held-out accuracy reaches `min_accuracy` when one is set. The rules are pretrained_model's."""
 from __future__ import annotations
 
-from tasks.suites.pretrained_model import ROW_ID, expectations
+from tasks.suites.pretrained_model import ROW_CONTEXT, ROW_ID, expectations
 
 NAME = "reward_model"
-__all__ = ["NAME", "ROW_ID", "expectations"]
+__all__ = ["NAME", "ROW_CONTEXT", "ROW_ID", "expectations"]

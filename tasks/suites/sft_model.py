@@ -3,7 +3,7 @@ folder reloads with the trained logits, the losses stayed finite, generation sto
 model ends its turn with <|im_end|> more often than the base model did. The rules are pretrained_model's."""
 from __future__ import annotations
 
-from tasks.suites.pretrained_model import ROW_ID, expectations
+from tasks.suites.pretrained_model import ROW_CONTEXT, ROW_ID, expectations
 
 NAME = "sft_model"
-__all__ = ["NAME", "ROW_ID", "expectations"]
+__all__ = ["NAME", "ROW_CONTEXT", "ROW_ID", "expectations"]

@@ -78,6 +78,7 @@ def test_reruns_exactly_when_code_params_or_inputs_change(ws):
     assert len(stage_runs("ingest")) == 4
 
 
+@pytest.mark.heavy  # ≈ 10-14 minutes on 2 cores: alone, half of the default run's 20-minute budget
 def test_tiny_dag_end_to_end_with_lineage_back_to_the_raw_records(ws):
     from tasks.lineage import trace
     from tasks.tracking import client

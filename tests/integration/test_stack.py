@@ -48,7 +48,7 @@ def test_stack_runs_the_full_deployment_and_down_leaves_nothing(tmp_path, data_d
         # tests/integration/test_pipeline.py; here it is the real servers and worker that are under test
         pretraining = json.dumps(["ingest", "curate", "clean", "mix", "tokenizer", "tokenize", "pretrain"])
         ran = cli("prefect", "deployment", "run", "llm-lifecycle/full", "-p", f"stages={pretraining}", "--watch",
-                  env=env, cwd=ws, timeout=400)
+                  env=env, cwd=ws, timeout=900)
         assert ran.returncode == 0 and "Completed" in ran.stdout, ran.stdout + ran.stderr
 
         from mlflow import MlflowClient
