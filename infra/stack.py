@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,6 +118,8 @@ def _start_servers(state: dict, names: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     services, env = _services(folder, state["s3"]), _env(state["s3"])
     for name in names:
+        require_free_port(name, _port(name))
+    for name in names:
         state["services"][name] = start_service(name, services[name]["cmd"], env | services[name].get("env", {}),
                                                 services[name]["health"])
         _save_state(state)
@@ -158,6 +161,19 @@ def start_service(name: str, cmd: list[str], env: dict, health: str | None) -> d
         proc = subprocess.Popen(cmd, env=env, cwd=Workspace().root, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     return {"pid": proc.pid, "log": str(log), "health": health}
+
+
+def require_free_port(name: str, port: int) -> None:
+    """Fail before starting `name` if something else holds its port: its health check would answer from that
+    process (another workspace's stack, say), and this workspace would run against servers that are not its own."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise RuntimeError(f"{name} cannot start: port {port} on 127.0.0.1 is in use by another process (another "
+                               f"workspace's stack? `llm-lifecycle stack down` there), or choose another port with "
+                               f"LLM_LIFECYCLE_{name.upper()}_PORT") from None
 
 
 def wait_healthy(name: str, url: str, log: Path, timeout_s: float = 300, pid: int | None = None) -> None:
