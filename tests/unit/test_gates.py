@@ -160,3 +160,14 @@ def test_suite_registry():
 
 def test_context_is_cached():
     assert gates._batch_definition() is gates._batch_definition()
+
+
+def test_a_failed_model_check_says_what_it_measured_against_what(tmp_path):
+    pd.DataFrame([("losses_finite", True, 1.0, 1.0, "no NaN"),
+                  ("stop_rate_above_base", False, 0.0, 0.0, "share of replies ending their turn, above the base's")],
+                 columns=["check", "passed", "value", "limit", "detail"]).to_parquet(tmp_path / "checks.parquet")
+    with pytest.raises(GateFailed) as failed:
+        validate("sft_model", tmp_path, "checks.parquet")
+    assert ("(check ['stop_rate_above_base']) (value [0.0]) (limit [0.0]) "
+            "(detail [\"share of replies ending their turn, above the base's\"])") in str(failed.value)
+    assert "losses_finite" not in str(failed.value)
