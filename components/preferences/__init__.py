@@ -17,9 +17,9 @@ from components.preferences.sources import PreferenceDataError, read_preferences
 # the rest import torch or more: loaded on first use
 __getattr__ = lazy_names(__name__, {
     "CachedChat": "requests", "Completion": "requests", "SCHEMA": "build", "build_preferences": "build",
-    "judge": "simulate", "parse_verdict": "simulate", "simulate": "simulate",
+    "judge": "simulate", "parse_verdict": "simulate",  # simulate() itself: from components.preferences.simulate
 })
 
 __all__ = ["ORIGINS", "SCHEMA", "CachedChat", "Completion", "Endpoint", "Pair", "PreferenceDataError",
            "PreferenceSource", "PreferencesParams", "SimulationParams", "build_preferences", "judge", "make_pair",
-           "pair_id", "parse_verdict", "prompt_id", "read_preferences", "simulate"]
+           "pair_id", "parse_verdict", "prompt_id", "read_preferences"]

@@ -17,7 +17,8 @@ from openai.types.chat import ChatCompletion
 from components import openai_client
 from components.preferences import (CachedChat, Endpoint, PreferenceDataError, PreferenceSource,
                                     PreferencesParams, SimulationParams, make_pair, parse_verdict, prompt_id,
-                                    read_preferences, simulate)
+                                    read_preferences)
+from components.preferences.simulate import simulate
 from components.sft_data import EvalSet, SftSource, encode
 from components.sft_data.params import DecontaminationParams
 from components.train.objectives.pairs import read_pairs
