@@ -131,7 +131,9 @@ def _start_servers(state: dict, names: list[str]) -> None:
 
 
 def _start_worker(state: dict) -> None:
-    env = _env(state["s3"]) | {"PREFECT_WORKER_QUERY_SECONDS": "5",
+    # polled every 2 s (Prefect's default 10): a run waits on average half of it before it starts, and the
+    # no-op rerun of the whole DAG is ≈ 15 s (benchmarks/RESULTS.md); one small query per poll on a local server
+    env = _env(state["s3"]) | {"PREFECT_WORKER_QUERY_SECONDS": "2",
                                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
     cmd = [venv_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
     state["services"]["worker"] = start_service("worker", cmd, env, None)

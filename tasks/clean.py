@@ -5,9 +5,7 @@ import json
 
 import pandas as pd
 
-from components.clean.datacard import write_datacard
 from components.clean.params import CleanParams as Params
-from components.clean.pipeline import clean
 
 SECTION = "clean"
 GATES = {"docs-*.parquet": "clean_docs"}
@@ -15,6 +13,9 @@ __all__ = ["GATES", "Params", "SECTION", "run"]
 
 
 def run(ctx, progress: bool = True) -> dict[str, float]:
+    from components.clean.datacard import write_datacard  # matplotlib
+    from components.clean.pipeline import clean
+
     summary = clean(ctx.params, ctx.inputs["ingest"], ctx.inputs["curate"], ctx.out_dir, progress=progress)
     (ctx.out_dir / "manifest.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     (ctx.report_dir / "clean_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

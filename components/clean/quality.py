@@ -21,10 +21,6 @@ from pydantic import Field, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 from scipy import sparse
-from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, roc_auc_score
-from sklearn.model_selection import train_test_split
 
 from components.clean.embed import embedder, embedder_name
 from components.params import StrictModel
@@ -100,6 +96,9 @@ class QualityModel:
 
 def featurize(texts: list[str], max_chars: int, n_features: int) -> sparse.csr_matrix:
     """[static embedding | hashed word 1-2-gram counts] of each text's first max_chars characters."""
+    # scikit-learn is imported where it is used: ≈ 1 s, and every flow run imports this module for QualityParams
+    from sklearn.feature_extraction.text import HashingVectorizer
+
     heads = [text[:max_chars] for text in texts]
     # alternate_sign=False keeps counts non-negative so colliding n-grams add up instead of cancelling.
     ngrams = HashingVectorizer(ngram_range=(1, 2), n_features=n_features, alternate_sign=False, norm="l2")
@@ -108,6 +107,9 @@ def featurize(texts: list[str], max_chars: int, n_features: int) -> sparse.csr_m
 
 def train(positives: list[str], negatives: list[str], params: QualityParams) -> tuple[QualityModel, dict]:
     """Fit on all but a stratified holdout, and report on the holdout; the returned model is the one measured."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
     if len(positives) < 2 or len(negatives) < 2:
         raise ValueError(f"need at least 2 positives and 2 negatives, got {len(positives)} and {len(negatives)}")
     features = featurize(positives + negatives, params.max_chars, params.n_features)
@@ -124,6 +126,8 @@ def train(positives: list[str], negatives: list[str], params: QualityParams) -> 
 
 
 def fit(features: np.ndarray, labels: np.ndarray, params: QualityParams) -> QualityModel:
+    from sklearn.linear_model import LogisticRegression
+
     # Balanced class weights: curated and crawl sets rarely have the same size, and the score must not
     # simply learn the prior.
     classifier = LogisticRegression(C=params.regularization, class_weight="balanced", max_iter=1000)
