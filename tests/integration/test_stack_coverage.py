@@ -68,7 +68,7 @@ def raw_sources(chain: dict) -> list[str]:
 @pytest.mark.heavy
 @pytest.mark.timeout(5400)
 def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_lineage_and_a_second_clone(
-        tmp_path, data_dir):
+        tmp_path, data_dir, monkeypatch):
     ws = make_workspace(tmp_path / "ws")
     remote = tmp_path / "dvc-remote"
     env = os.environ | PORTS | {"LLM_LIFECYCLE_WORKSPACE": str(ws), "LLM_LIFECYCLE_DATA_DIR": str(data_dir),
@@ -81,12 +81,15 @@ def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_line
         exports = cli("llm-lifecycle", "stack", "env", env=env, cwd=ws).stdout
         env |= dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines())
         assert "MLFLOW_S3_ENDPOINT_URL" not in exports  # artifacts on the MLflow server's disk
+        # this process's MLflow calls too (models:/ URIs resolve through the registry URI, which follows this, not a
+        # client's tracking_uri argument)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
 
         deployment("llm-lifecycle/scaling", f"sweep={json.dumps(SWEEP)}", env=env, cwd=ws, timeout=3600)
         overlay = yaml.safe_load((ws / "params.scaling.yaml").read_text())["pretrain"]
         from mlflow import MlflowClient
 
-        mlflow = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        mlflow = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
         sweep_run = mlflow.get_run(overlay["scaling_run"])
         assert sweep_run.info.status == "FINISHED" and sweep_run.data.tags["llm.kind"] == "scaling"
         prefect_url = f"http://127.0.0.1:{PORTS['LLM_LIFECYCLE_PREFECT_PORT']}/"
