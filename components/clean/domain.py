@@ -25,11 +25,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from components.clean.doc import Doc, Filter
 from components.clean.embed import embedder, embedder_name
+from components.clean.quality import read_safetensors
 
 DOMAINS = {
     "reference": "explains a topic for lookup: encyclopedia, wiki, dictionary, textbook, scholarly article",
@@ -62,6 +62,7 @@ MAX_CHARS = 1500  # what the labelled pages show: the model is trained and appli
 CHUNK_CHARS = 400  # the embedder reads 128 tokens (≈ 500 characters): longer text is embedded in chunks, averaged
 MODEL_FILE = Path(__file__).with_name("domain_model.safetensors")
 FORMAT_VERSION = 1  # of the saved file; bump when its contents change
+REBUILD = "Rebuild it from the labels: python -m benchmarks.domain_pool fit"
 
 
 class DomainModel:
@@ -87,15 +88,11 @@ class DomainModel:
 
     @classmethod
     def load(cls, path: Path) -> DomainModel:
-        """safetensors only: a JSON header and raw arrays, nothing that can execute."""
-        with safe_open(str(path), framework="numpy") as file:
-            meta = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in ("weights", "bias")}
+        tensors, meta = read_safetensors(path, "domain model", REBUILD)
         expected = {"version": str(FORMAT_VERSION), "embedder": embedder_name(), "max_chars": str(MAX_CHARS),
                     "chunk_chars": str(CHUNK_CHARS)}
         if {key: meta.get(key) for key in expected} != expected:
-            raise ValueError(f"{path} was made for {meta}, this code reads {expected}: rebuild it with "
-                             "`python -m benchmarks.domain_pool fit`")
+            raise ValueError(f"{path} was made for {meta}, this code reads {expected}. {REBUILD}")
         return cls(tensors["weights"], tensors["bias"], json.loads(meta["classes"]))
 
 

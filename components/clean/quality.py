@@ -80,18 +80,23 @@ class QualityModel:
 
     @classmethod
     def load(cls, path: Path) -> QualityModel:
-        """Reads safetensors only: a header of JSON and raw arrays, nothing that can execute."""
-        try:
-            with safe_open(str(path), framework="numpy") as file:
-                meta = file.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-            raise UnsafeModelFile(f"{path} is not a safetensors quality model ({err}); refusing to read it any "
-                                  "other way. Rerun the clean stage to write one.") from err
+        tensors, meta = read_safetensors(path, "quality model", "Rerun the clean stage to write one.")
         if meta.get("version") != str(FORMAT_VERSION) or meta.get("embedder") != embedder_name():
             raise ValueError(f"{path}: quality model format {meta.get('version')} on {meta.get('embedder')}, "
                              f"expected {FORMAT_VERSION} on {embedder_name()}; rerun the clean stage")
         return cls(tensors["weights"], float(tensors["bias"][0]), int(meta["max_chars"]), int(meta["n_features"]))
+
+
+def read_safetensors(path: Path, what: str, remedy: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(arrays, metadata) of a classifier file, read as safetensors only: a header of JSON and raw arrays, nothing
+    that can execute. Anything else (a pickle, say) is refused with UnsafeModelFile."""
+    try:
+        with safe_open(str(path), framework="numpy") as file:
+            meta = file.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise UnsafeModelFile(f"{path} is not a safetensors {what} ({err}); refusing to read it any other way. "
+                              f"{remedy}") from err
 
 
 def featurize(texts: list[str], max_chars: int, n_features: int) -> sparse.csr_matrix:
