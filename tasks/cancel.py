@@ -1,0 +1,81 @@
+"""A backstop for cancelling a deployment's flow run after the Prefect server was away.
+
+The worker hears of a Cancel over Prefect's event stream, falling back to polling the server; when the server is
+away longer than that polling tolerates (three failed polls, about 30 s: a server restart on a busy machine), the
+worker gives up watching that run ("Cancellation observer failed. Flow run cancellation disabled") and a later
+Cancel leaves a pretraining run going for hours. So the flow run polls its own state too, through any outage, and
+when a cancel request has waited GRACE_S without the worker acting on it, does what the worker would have done:
+marks the run Cancelled and sends SIGTERM to its process group (the flow run, `dvc repro` and the stage's
+processes; a stage's half-written output is never published, and the next run clears it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import datetime, timezone
+
+from prefect.client.schemas.objects import State, StateType
+
+POLL_S = 10.0
+GRACE_S = 30.0  # the worker's own path acts within seconds; this only catches a request it dropped
+
+log = logging.getLogger(__name__)
+
+
+def overdue(state: State | None, now: datetime, grace_s: float = GRACE_S) -> bool:
+    """A cancel request the worker has left unanswered for `grace_s`."""
+    return state is not None and state.type == StateType.CANCELLING and \
+        (now - state.timestamp).total_seconds() >= grace_s
+
+
+def watch_for_cancel() -> CancelBackstop | None:
+    """Start the backstop in a deployment's flow run, which the worker started as its own process group; not in
+    a flow run called in-process (`llm-lifecycle run`, tests), whose process group is the caller's."""
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    if not flow_run.deployment_id or os.getpgid(0) != os.getpid():
+        return None
+    return CancelBackstop(str(flow_run.id), logger=get_run_logger()).start()  # its warning shows in Prefect
+
+
+class CancelBackstop:
+    """Polls one flow run's state in a daemon thread until stopped; see the module's docstring."""
+
+    def __init__(self, flow_run_id: str, poll_s: float = POLL_S, grace_s: float = GRACE_S,
+                 logger: logging.Logger | logging.LoggerAdapter = log):
+        self.flow_run_id, self.poll_s, self.grace_s, self.log = flow_run_id, poll_s, grace_s, logger
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="cancel-backstop", daemon=True)
+
+    def start(self) -> CancelBackstop:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        while not self._stopped.wait(self.poll_s):
+            try:
+                with get_client(sync_client=True) as client:
+                    state = client.read_flow_run(self.flow_run_id).state
+                    if overdue(state, datetime.now(timezone.utc), self.grace_s) and not self._stopped.is_set():
+                        self._cancel(client)
+                        return
+            except Exception as err:  # the server is away (restarting): keep polling until it is back
+                log.debug("cancel backstop: cannot read flow run %s: %s", self.flow_run_id, err)
+
+    def _cancel(self, client) -> None:
+        from prefect.states import Cancelled
+
+        self.log.warning(f"flow run {self.flow_run_id}: Cancel requested {self.grace_s:g}+ s ago and the worker has not "
+                    f"acted on it (it stops watching for cancels after losing the Prefect server); stopping here")
+        client.set_flow_run_state(self.flow_run_id, Cancelled(
+            message="Cancelled by the flow run's own backstop: the worker had stopped watching for cancels "
+                    "(the Prefect server was away)"), force=True)
+        os.killpg(os.getpgid(0), signal.SIGTERM)
