@@ -18,6 +18,10 @@ for _var, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK"
     os.environ.setdefault(_var, _value)
 
 
+# An isoFLOP grid that recommends a size on the tiny preset's shards: two budgets with an interior minimum and a loss
+# law with positive exponents (benchmarks/RESULTS.md, "Scaling laws": 6e11 and 1.2e12 FLOPs, depths 1-3); three
+# sizes are too few to bootstrap, so none. Refusals are tested on synthetic points (tests/unit/test_scaling.py).
+RECOMMENDING_SWEEP = {"budgets": [6e11, 1.2e12], "depths": [1, 2, 3], "bootstrap": 0, "target_flops": 1.2e12}
 DATA_FOLDERS = ("crawl", "curated", "eval", "pii", "preference", "sft")  # what the tests read from the shared data
 
 

@@ -2,7 +2,7 @@
 the default `stack up` (no S3: MLflow serves its artifacts from a local folder, DVC pushes to a local remote):
 
 - the `llm-lifecycle/scaling` deployment through the worker: the shards, then an isoFLOP sweep that recommends a
-  size (a grid known to recommend on the shared data: see benchmarks/RESULTS.md, "Scaling laws");
+  size (tests/conftest.py's RECOMMENDING_SWEEP);
 - a per-stage deployment, `llm-lifecycle/pretrain`, run with `preset=scaled`: the recommended size is trained;
 - the model registry on the server: the version registered by that run, read back with its weights;
 - `llm-lifecycle lineage` against the server, from the registered version back to the raw crawl;
@@ -14,7 +14,6 @@ pretraining run).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,13 +22,10 @@ import pytest
 import yaml
 
 from tasks.dag import Workspace
-from tests.conftest import make_workspace
+from tests.conftest import RECOMMENDING_SWEEP, make_workspace
+from tests.faults.stackctl import stack_env
 
 BIN = Path(sys.executable).parent
-PORTS = {"LLM_LIFECYCLE_PREFECT_PORT": "4691", "LLM_LIFECYCLE_MLFLOW_PORT": "5691", "LLM_LIFECYCLE_S3_PORT": "9691"}
-# Two budgets with an interior isoFLOP minimum and a loss law with positive exponents on the tiny preset's shards
-# (benchmarks/RESULTS.md: 6e11 and 1.2e12 FLOPs, depths 1-3); three sizes are too few to bootstrap, so none.
-SWEEP = {"budgets": [6e11, 1.2e12], "depths": [1, 2, 3], "bootstrap": 0, "target_flops": 1.2e12}
 UPSTREAM = ["ingest", "curate", "clean", "mix", "tokenizer", "tokenize"]
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
@@ -72,8 +68,7 @@ def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_line
         tmp_path, data_dir, monkeypatch):
     ws = make_workspace(tmp_path / "ws")
     remote = tmp_path / "dvc-remote"
-    env = os.environ | PORTS | {"LLM_LIFECYCLE_WORKSPACE": str(ws), "LLM_LIFECYCLE_DATA_DIR": str(data_dir),
-                                "LLM_LIFECYCLE_DVC_REMOTE": str(remote)}
+    env = stack_env(ws, data_dir, remote)  # free ports: another stack may be up
     up = cli("llm-lifecycle", "stack", "up", env=env, cwd=ws, timeout=600)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -86,14 +81,14 @@ def test_default_stack_runs_the_scaling_and_stage_deployments_with_registry_line
         # client's tracking_uri argument)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
 
-        deployment("llm-lifecycle/scaling", f"sweep={json.dumps(SWEEP)}", env=env, cwd=ws, timeout=3600)
+        deployment("llm-lifecycle/scaling", f"sweep={json.dumps(RECOMMENDING_SWEEP)}", env=env, cwd=ws, timeout=3600)
         overlay = yaml.safe_load((ws / "params.scaling.yaml").read_text())["pretrain"]
         from mlflow import MlflowClient
 
         mlflow = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
         sweep_run = mlflow.get_run(overlay["scaling_run"])
         assert sweep_run.info.status == "FINISHED" and sweep_run.data.tags["llm.kind"] == "scaling"
-        prefect_url = f"http://127.0.0.1:{PORTS['LLM_LIFECYCLE_PREFECT_PORT']}/"
+        prefect_url = f"http://127.0.0.1:{env['LLM_LIFECYCLE_PREFECT_PORT']}/"
         assert sweep_run.data.tags["llm.prefect.flow_run_url"].startswith(prefect_url)
         experiment = sweep_run.info.experiment_id
         points = mlflow.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{sweep_run.info.run_id}'")
