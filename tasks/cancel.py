@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from datetime import datetime, timezone
 
 from prefect.client.schemas.objects import State, StateType
@@ -30,41 +31,40 @@ def overdue(state: State | None, now: datetime, grace_s: float = GRACE_S) -> boo
         (now - state.timestamp).total_seconds() >= grace_s
 
 
-def watch_for_cancel() -> CancelBackstop | None:
-    """Start the backstop in a deployment's flow run, which the worker started as its own process group; not in
-    a flow run called in-process (`llm-lifecycle run`, tests), whose process group is the caller's."""
+def watch_for_cancel() -> None:
+    """Start the backstop, once, in a deployment's flow run: the worker started it as its own process group and it
+    ends with that process. Not in a flow run called in-process (`llm-lifecycle run`, tests: no deployment), nor in
+    a subflow (the sweep's pipeline run), whose process group is the caller's."""
     from prefect import get_run_logger
     from prefect.runtime import flow_run
 
-    if not flow_run.deployment_id or os.getpgid(0) != os.getpid():
-        return None
-    return CancelBackstop(str(flow_run.id), logger=get_run_logger()).start()  # its warning shows in Prefect
+    if flow_run.deployment_id and os.getpgid(0) == os.getpid() and str(flow_run.id) not in _watched:
+        _watched.add(str(flow_run.id))
+        CancelBackstop(str(flow_run.id), logger=get_run_logger()).start()  # its warning shows in Prefect
+
+
+_watched: set[str] = set()
 
 
 class CancelBackstop:
-    """Polls one flow run's state in a daemon thread until stopped; see the module's docstring."""
+    """Polls one flow run's state in a daemon thread; see the module's docstring."""
 
     def __init__(self, flow_run_id: str, poll_s: float = POLL_S, grace_s: float = GRACE_S,
                  logger: logging.Logger | logging.LoggerAdapter = log):
         self.flow_run_id, self.poll_s, self.grace_s, self.log = flow_run_id, poll_s, grace_s, logger
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="cancel-backstop", daemon=True)
 
-    def start(self) -> CancelBackstop:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name="cancel-backstop", daemon=True).start()
 
     def _watch(self) -> None:
         from prefect.client.orchestration import get_client
 
-        while not self._stopped.wait(self.poll_s):
+        while True:
+            time.sleep(self.poll_s)
             try:
                 with get_client(sync_client=True) as client:
                     state = client.read_flow_run(self.flow_run_id).state
-                    if overdue(state, datetime.now(timezone.utc), self.grace_s) and not self._stopped.is_set():
+                    if overdue(state, datetime.now(timezone.utc), self.grace_s):
                         self._cancel(client)
                         return
             except Exception as err:  # the server is away (restarting): keep polling until it is back
@@ -73,8 +73,8 @@ class CancelBackstop:
     def _cancel(self, client) -> None:
         from prefect.states import Cancelled
 
-        self.log.warning(f"flow run {self.flow_run_id}: Cancel requested {self.grace_s:g}+ s ago and the worker has not "
-                    f"acted on it (it stops watching for cancels after losing the Prefect server); stopping here")
+        self.log.warning(f"flow run {self.flow_run_id}: Cancel requested {self.grace_s:g}+ s ago and the worker has "
+                         f"not acted on it (it stops watching after losing the Prefect server); stopping here")
         client.set_flow_run_state(self.flow_run_id, Cancelled(
             message="Cancelled by the flow run's own backstop: the worker had stopped watching for cancels "
                     "(the Prefect server was away)"), force=True)

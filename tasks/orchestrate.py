@@ -25,7 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from tasks import tracking
-from tasks.cancel import CancelBackstop, watch_for_cancel
+from tasks.cancel import watch_for_cancel
 from tasks.dag import UNCHANGED, StageError, Workspace
 from tasks.params import digest, resolve, write_effective
 from tasks.sources import write_source_digests
@@ -53,7 +53,6 @@ class Session:
     run_id: str
     lock: FileLock
     outcomes: list[dict] = field(default_factory=list)
-    backstop: CancelBackstop | None = None
 
     def plan(self, stages: list[str] | None) -> list[str]:
         names = [s.name for s in self.ws.stages]
@@ -78,7 +77,8 @@ def open_session(ws: Workspace, preset: str, overrides: dict[str, Any], lock_wai
     except BaseException:
         lock.release()
         raise
-    return Session(ws, params, run_id, lock, backstop=watch_for_cancel())
+    watch_for_cancel()
+    return Session(ws, params, run_id, lock)
 
 
 def acquire_workspace(ws: Workspace, wait_s: float) -> FileLock:
@@ -278,8 +278,6 @@ def close_session(session: Session, failed: BaseException | None) -> None:
         publish_summary(session, failed)
         tracking.end_run(session.run_id, ok=failed is None)
     finally:
-        if session.backstop:
-            session.backstop.stop()
         session.lock.release()
 
 

@@ -248,6 +248,7 @@ def open_sweep(ws: Workspace, preset: str, overrides: dict, sweep: dict, lock_wa
     """(the workspace lock, the sweep settings, the preset's pretrain params, the sweep's MLflow run id)."""
     import mlflow
 
+    from tasks.cancel import watch_for_cancel
     from tasks.orchestrate import acquire_workspace, prefect_tags
     from tasks.params import digest, resolve
 
@@ -264,6 +265,7 @@ def open_sweep(ws: Workspace, preset: str, overrides: dict, sweep: dict, lock_wa
     except BaseException:
         lock.release()
         raise
+    watch_for_cancel()
     return lock, settings, base, run_id
 
 
