@@ -3,7 +3,6 @@ raw file changed at the same path reruns the stage that reads it (params.sources
 of the tiny preset reads a local copy when LLM_LIFECYCLE_DATA_DIR is set."""
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from tasks.params import resolve
 from tasks.sources import NO_LOCAL_FILES, SOURCES_FILE, is_remote, local_files, section_digest, source_uris
 from tests.conftest import REPO
 from tests.faults.conftest import STAGE_TIMEOUT_S
+from tests.integration.test_pipeline import write_warc
 
 
 def test_a_file_changed_at_the_same_path_changes_its_sections_digest(tmp_path):
@@ -72,7 +72,8 @@ def test_a_warc_changed_at_the_same_path_reruns_ingest_and_what_reads_it_only(co
     target = warc.readlink()
     try:
         warc.unlink()
-        shutil.copyfile(sorted((ws.data_dir / "crawl").glob("*.warc.gz"))[-1].resolve(), warc)  # other records
+        write_warc(warc, [(f"<urn:uuid:changed-{i}>", "2026-01-01T00:00:00Z", f"http://changed.example/{i}")
+                          for i in range(5)])  # records found nowhere else (a copy of another WARC repeats its ids)
         ws.params()
         assert set(ws.changed("ingest", "curate", "clean")) == {"ingest"}  # clean is due only once ingest's output changes
         started = time.monotonic()
