@@ -32,15 +32,19 @@ def overdue(state: State | None, now: datetime, grace_s: float = GRACE_S) -> boo
 
 
 def watch_for_cancel() -> None:
-    """Start the backstop, once, in a deployment's flow run: the worker started it as its own process group and it
-    ends with that process. Not in a flow run called in-process (`llm-lifecycle run`, tests: no deployment), nor in
-    a subflow (the sweep's pipeline run), whose process group is the caller's."""
+    """Start the backstop, once, for a deployment's flow run (the top one: the scaling sweep runs the pipeline as a
+    subflow first): the worker started it as its own process group, and the backstop ends with that process. Not
+    for a flow run called in-process (`llm-lifecycle run`, tests: no deployment), whose process group is the
+    caller's."""
     from prefect import get_run_logger
-    from prefect.runtime import flow_run
+    from prefect.runtime import deployment, flow_run
 
-    if flow_run.deployment_id and os.getpgid(0) == os.getpid() and str(flow_run.id) not in _watched:
-        _watched.add(str(flow_run.id))
-        CancelBackstop(str(flow_run.id), logger=get_run_logger()).start()  # its warning shows in Prefect
+    if not deployment.id or os.getpgid(0) != os.getpid():
+        return
+    top = str(flow_run.root_flow_run_id)
+    if top not in _watched:
+        _watched.add(top)
+        CancelBackstop(top, logger=get_run_logger()).start()  # its warning shows in Prefect
 
 
 _watched: set[str] = set()

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import psutil
 from prefect.states import Cancelling, Running
 
-from tasks.cancel import overdue
+from tasks.cancel import _watched, overdue, watch_for_cancel
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=timezone.utc)
 
@@ -28,6 +28,11 @@ def test_only_a_cancel_left_waiting_past_the_grace_is_overdue():
     assert not overdue(state_at(Cancelling, 5), NOW, grace_s=30)  # the worker may still act on it
     assert not overdue(state_at(Running, 300), NOW, grace_s=30)
     assert not overdue(None, NOW)
+
+
+def test_no_backstop_outside_a_deployments_flow_run():
+    watch_for_cancel()  # no deployment here (as in `llm-lifecycle run` and the tests' in-process flow runs)
+    assert not _watched
 
 
 CHILD = textwrap.dedent("""
