@@ -140,9 +140,11 @@ def test_a_cancel_after_a_prefect_restart_stops_the_run(stack):
     ws, env, prefect = stack
     from mlflow import MlflowClient
 
+    published = _md5s(ws / "data/pretrain")
     started = time.time() * 1000
-    run = prefect.trigger("llm-lifecycle/full", {"stages": ["pretrain"], "force": True,
-                                                 "overrides": {"pretrain.step_pause_s": 1.0}})
+    # settings not trained before (a finished run's checkpoint would end a rerun at once), a pause per step
+    run = prefect.trigger("llm-lifecycle/full", {"stages": PRETRAINING, "overrides": {
+        "pretrain.step_pause_s": 1.0, "pretrain.warmup": 10}})
     _wait_for_training_metrics(MlflowClient(env["MLFLOW_TRACKING_URI"]), started, timeout_s=900)
     crash(stack_state(ws)["services"]["prefect"]["pid"])
     time.sleep(45)  # past the worker's tolerance: three failed polls, 10 s apart
@@ -160,7 +162,9 @@ def test_a_cancel_after_a_prefect_restart_stops_the_run(stack):
     assert not left, f"still running after the cancel: {left}"
     gave_up = "Cancellation observer failed" in (ws / ".llm-lifecycle/stack/worker.log").read_text(errors="replace")
     print(f"\nthe worker's own cancellation observer gave up: {gave_up}; final state message: {state['message']}")
-    assert_workspace_consistent(ws, env, PRETRAINING)  # the forced rerun published nothing
+    assert _md5s(ws / "data/pretrain") == published, "the cancelled run changed the published model"
+    due = cli("dvc", "status", "--json", "pretrain", env=env, cwd=ws, timeout=300)
+    assert "changed outs" not in due.stdout, f"dvc.lock no longer matches data/pretrain: {due.stdout}"
 
 
 def test_s3_stopped_during_the_pipelines_push_is_retried_and_the_push_completes(stack):
@@ -183,6 +187,12 @@ def test_s3_stopped_during_the_pipelines_push_is_retried_and_the_push_completes(
     assert "in sync" in in_sync.stdout, in_sync.stdout + in_sync.stderr
     recovered("the run's push completed after the S3 server was killed and restarted", time.monotonic() - stopped)
     assert_workspace_consistent(ws, env, PRETRAINING)
+
+
+def _md5s(folder) -> dict[str, str]:
+    from components.storage import file_md5
+
+    return {p.relative_to(folder).as_posix(): file_md5(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _training_processes() -> list[str]:
