@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -92,8 +93,14 @@ class Prefect:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.api}{path}", data=data, method=method or ("POST" if data else "GET"),
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
+        for attempt in range(12):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as err:  # 503: a server just (re)started is not serving yet
+                if err.code != 503 or attempt == 11:
+                    raise
+                time.sleep(5)
 
     def trigger(self, deployment: str, parameters: dict) -> str:
         """Create a flow run of `flow/deployment` with `parameters`; returns its id (the worker picks it up)."""
