@@ -5,8 +5,11 @@ away longer than that polling tolerates (three failed polls, about 30 s: a serve
 worker gives up watching that run ("Cancellation observer failed. Flow run cancellation disabled") and a later
 Cancel leaves a pretraining run going for hours. So the flow run polls its own state too, through any outage, and
 when a cancel request has waited GRACE_S without the worker acting on it, does what the worker would have done:
-marks the run Cancelled and sends SIGTERM to its process group (the flow run, `dvc repro` and the stage's
-processes; a stage's half-written output is never published, and the next run clears it).
+marks the run Cancelled and kills its process group (the flow run, `dvc repro` and the stage's processes). With
+SIGKILL, not SIGTERM: on SIGTERM Prefect's flow engine reports the run Crashed, forcing that over Cancelled (the
+worker arms it to report a cancel instead, over a channel only the worker holds). Nothing is lost to the hard kill:
+a stage publishes atomically (its half-written output is never published, and the next run clears it), training
+continues from its last checkpoint, and the workspace lock is released with the process.
 """
 from __future__ import annotations
 
@@ -82,4 +85,4 @@ class CancelBackstop:
         client.set_flow_run_state(self.flow_run_id, Cancelled(
             message="Cancelled by the flow run's own backstop: the worker had stopped watching for cancels "
                     "(the Prefect server was away)"), force=True)
-        os.killpg(os.getpgid(0), signal.SIGTERM)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
