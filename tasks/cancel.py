@@ -35,10 +35,10 @@ def overdue(state: State | None, now: datetime, grace_s: float = GRACE_S) -> boo
 
 
 def watch_for_cancel() -> None:
-    """Start the backstop, once, for a deployment's flow run (the top one: the scaling sweep runs the pipeline as a
-    subflow first): the worker started it as its own process group, and the backstop ends with that process. Not
-    for a flow run called in-process (`llm-lifecycle run`, tests: no deployment), whose process group is the
-    caller's."""
+    """Start the backstop, once, for a deployment's flow run, as a pipeline run or a scaling sweep opens (the
+    `llm-lifecycle/scaling` deployment runs the pipeline as its subflow first: both watch the top flow run, the one
+    the worker started as its own process group; the backstop ends with that process). Not for a flow run called
+    in-process (`llm-lifecycle run`, tests: no deployment), whose process group is the caller's."""
     from prefect import get_run_logger
     from prefect.runtime import deployment, flow_run
 
