@@ -183,15 +183,14 @@ def _url_host(host: str) -> str:
 
 def free_port(host: str = LOOPBACK, preferred: int = 0) -> int:
     """`preferred` when it is free on `host`, else a port the OS finds free."""
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: closed connections linger
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-            return probe.getsockname()[1]
-    raise ServeError(f"no free port on {host}")
+    if preferred and stack.port_is_free(preferred, host):
+        return preferred
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError as err:
+            raise ServeError(f"no free port on {host}: {err}") from None
+        return probe.getsockname()[1]
 
 
 def stop(target: str | None = None) -> list[str]:

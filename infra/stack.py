@@ -168,14 +168,21 @@ def start_service(name: str, cmd: list[str], env: dict, health: str | None) -> d
 def require_free_port(name: str, port: int) -> None:
     """Fail before starting `name` if something else holds its port: its health check would answer from that
     process (another workspace's stack, say), and this workspace would run against servers that are not its own."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+    if not port_is_free(port):
+        raise RuntimeError(f"{name} cannot start: port {port} on 127.0.0.1 is in use by another process (another "
+                           f"workspace's stack? `llm-lifecycle stack down` there), or choose another port with "
+                           f"LLM_LIFECYCLE_{name.upper()}_PORT")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now; one in TIME_WAIT counts as free (servers set SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
-            raise RuntimeError(f"{name} cannot start: port {port} on 127.0.0.1 is in use by another process (another "
-                               f"workspace's stack? `llm-lifecycle stack down` there), or choose another port with "
-                               f"LLM_LIFECYCLE_{name.upper()}_PORT") from None
+            return False
+    return True
 
 
 def wait_healthy(name: str, url: str, log: Path, timeout_s: float = 300, pid: int | None = None) -> None:

@@ -37,3 +37,11 @@ def test_nothing_starts_when_a_port_is_held(held_port, monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="prefect cannot start"):
         stack._start_servers({"s3": False, "services": {}}, ["mlflow", "prefect"])
     assert started == []
+
+
+def test_a_model_server_takes_another_port_when_its_preferred_one_is_held(held_port):
+    from infra.serve import free_port
+
+    chosen = free_port("127.0.0.1", held_port)
+    assert chosen != held_port and stack.port_is_free(chosen)
+    assert free_port("127.0.0.1", chosen) == chosen
